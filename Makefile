@@ -1,0 +1,31 @@
+# sarcodec: `make demo` and `make test` are all a new machine needs; both set up first.
+SHELL := /bin/bash
+PY := .venv/bin/python
+export QT_QPA_PLATFORM ?= offscreen
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: setup test lint demo bench eval model package clean
+
+setup:
+	@bash scripts/setup.sh
+
+lint: setup
+	$(PY) -m ruff check engine sarcodec_plugin tests bench scripts
+
+test: setup lint
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+demo: setup
+	$(PY) scripts/demo.py
+
+bench: setup
+	$(PY) bench/engine.py
+
+eval: setup
+	$(PY) bench/rd.py
+
+model: setup
+	$(PY) -m sarcodec.training --config configs/train_default.toml
+
+clean:
+	rm -rf build dist demo tests/artifacts .pytest_cache .ruff_cache

@@ -1,0 +1,3 @@
+"""sarcodec: a learned codec for whole SAR scenes, with a tiled streaming PyTorch engine."""
+
+__version__ = "0.1.0"

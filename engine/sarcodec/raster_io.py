@@ -1,0 +1,246 @@
+"""Tile sources and row sinks: where the engine reads tiles and writes finished rows.
+
+Sources return tiles already reflect-padded past the raster edge and with nodata filled, so the
+model never sees padding seams or nodata values. Sinks write to a temporary file in the
+destination folder and rename it at the end, so a destination is either complete or untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from .errors import InputFileError
+
+
+class TileSource(Protocol):
+    height: int
+    width: int
+    channels: int
+
+    def read(self, y0: int, x0: int, h: int, w: int) -> np.ndarray:
+        """float32 (C, h, w), reflect-padded outside the raster, nodata filled."""
+        ...
+
+    def valid_mask(self, y0: int, x0: int, h: int, w: int) -> np.ndarray | None:
+        """bool (h, w) inside the raster (no padding), or None when every pixel is valid."""
+        ...
+
+
+class RowSink(Protocol):
+    width: int
+
+    def write_rows(self, row0: int, block: np.ndarray, valid: np.ndarray | None) -> None: ...
+
+    def close(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+def reflect_indices(start: int, size: int, length: int) -> np.ndarray:
+    """Source indices for ``start .. start+size`` with reflection (no edge repeat) past both ends."""
+    idx = np.arange(start, start + size)
+    if length == 1:
+        return np.zeros(size, dtype=np.int64)
+    period = 2 * (length - 1)
+    idx = np.mod(idx, period)
+    return np.where(idx >= length, period - idx, idx)
+
+
+def padded_read(read_window: Callable[[int, int, int, int], np.ndarray], height: int, width: int,
+                y0: int, x0: int, h: int, w: int) -> np.ndarray:
+    """Read the bounding box of the reflected indices once, then gather: exact reflect padding.
+
+    Reading only the box (at most one tile) keeps reads small even when the padding is larger than
+    the part of the tile inside the raster.
+    """
+    ri = reflect_indices(y0, h, height)
+    ci = reflect_indices(x0, w, width)
+    r_lo, r_hi = int(ri.min()), int(ri.max()) + 1
+    c_lo, c_hi = int(ci.min()), int(ci.max()) + 1
+    box = read_window(r_lo, c_lo, r_hi - r_lo, c_hi - c_lo)
+    if r_lo == y0 and c_lo == x0 and box.shape[-2:] == (h, w):
+        return box
+    return box[..., (ri - r_lo)[:, None], (ci - c_lo)[None, :]]
+
+
+def nodata_valid(values: np.ndarray, nodata: float | None) -> np.ndarray | None:
+    """Valid-pixel mask for one or more bands: a pixel is nodata when every band says so."""
+    if nodata is None:
+        return None
+    if np.isnan(nodata):
+        invalid = np.isnan(values)
+    else:
+        invalid = values == nodata
+    invalid = invalid.all(axis=0) if values.ndim == 3 else invalid
+    return ~invalid
+
+
+class RasterSource:
+    """Windowed rasterio reads of some bands, with a per-band preprocessing and nodata fill.
+
+    ``preprocess(block, valid)`` maps raw values to what the model expects (the codec passes its
+    log-domain normalisation); ``fill`` gives per-band values put where pixels are invalid, so
+    masked pixels never steer the model.
+    """
+
+    def __init__(
+        self,
+        dataset: Any,
+        bands: Sequence[int] | None = None,
+        *,
+        nodata: float | None = None,
+        use_nodata: bool = True,
+        preprocess: Callable[[np.ndarray, np.ndarray | None], np.ndarray] | None = None,
+        fill: Sequence[float] | float = 0.0,
+    ) -> None:
+        self.ds = dataset
+        self.bands = list(bands or range(1, dataset.count + 1))
+        self.height = int(dataset.height)
+        self.width = int(dataset.width)
+        self.channels = len(self.bands)
+        self.nodata = (dataset.nodata if nodata is None else nodata) if use_nodata else None
+        self.preprocess = preprocess
+        self.fill = np.broadcast_to(np.asarray(fill, dtype=np.float32), (self.channels,)).copy()
+
+    def _raw(self, y0: int, x0: int, h: int, w: int) -> np.ndarray:
+        from rasterio.windows import Window
+
+        try:
+            return self.ds.read(self.bands, window=Window(x0, y0, w, h))
+        except Exception as exc:  # rasterio raises several classes for damaged files
+            raise InputFileError(f"cannot read {self.ds.name} at rows {y0}-{y0 + h}: {exc}") from exc
+
+    def read(self, y0: int, x0: int, h: int, w: int) -> np.ndarray:
+        raw = padded_read(self._raw, self.height, self.width, y0, x0, h, w)
+        valid = nodata_valid(raw, self.nodata)
+        block = self.preprocess(raw, valid) if self.preprocess else raw.astype(np.float32)
+        if valid is not None and not valid.all():
+            block = np.where(valid[None], block, self.fill[:, None, None])
+        return np.ascontiguousarray(block, dtype=np.float32)
+
+    def valid_mask(self, y0: int, x0: int, h: int, w: int) -> np.ndarray | None:
+        if self.nodata is None:
+            return None
+        return nodata_valid(self._raw(y0, x0, h, w), self.nodata)
+
+
+def temp_path_for(destination: str | os.PathLike, suffix: str = ".part") -> Path:
+    """A fresh hidden temporary file next to ``destination`` (same filesystem: rename is atomic)."""
+    dest = Path(destination)
+    folder = dest.parent if str(dest.parent) else Path(".")
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix, dir=folder)
+    except OSError as exc:
+        raise InputFileError(f"cannot write to {folder}: {exc.strerror or exc}") from exc
+    os.close(fd)
+    return Path(name)
+
+
+@contextlib.contextmanager
+def atomic_output(destination: str | os.PathLike, suffix: str = ".part") -> Iterator[Path]:
+    """Yield a temporary path; on success rename it onto ``destination``, on any error remove it."""
+    tmp = temp_path_for(destination, suffix)
+    try:
+        yield tmp
+        commit(tmp, destination)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def commit(tmp: str | os.PathLike, destination: str | os.PathLike) -> None:
+    """fsync and rename: after a crash the destination is the old file or the new one, never half."""
+    try:
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, destination)
+    except OSError as exc:
+        raise InputFileError(f"cannot write {destination}: {exc.strerror or exc}") from exc
+
+
+def cast_block(block: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Round and clip to an integer dtype's range; plain cast for floats."""
+    dtype = np.dtype(dtype)
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(block), info.min, info.max).astype(dtype)
+    return block.astype(dtype, copy=False)
+
+
+class GeoTiffSink:
+    """Streams finished rows into a tiled GeoTIFF written under a temporary name.
+
+    ``profile`` is a rasterio creation profile (driver, dtype, count, crs, transform, nodata,
+    compression...). ``finalize(ds)`` runs before closing, to set tags and descriptions. Rows
+    flagged invalid are written as ``nodata``.
+    """
+
+    def __init__(
+        self,
+        destination: str | os.PathLike,
+        profile: dict[str, Any],
+        *,
+        finalize: Callable[[Any], None] | None = None,
+        commit_on_close: bool = True,
+    ) -> None:
+        import rasterio
+
+        self.destination = Path(destination)
+        self.tmp = temp_path_for(self.destination, ".part.tif")
+        # Always tiled, whatever the source was: finished row bands land in whole blocks and
+        # readers (QGIS, COG conversion) get efficient windowed access.
+        prof = {**profile, "driver": "GTiff", "tiled": True, "blockxsize": 256, "blockysize": 256}
+        prof.setdefault("BIGTIFF", "IF_SAFER")
+        if prof.get("width", 0) < 16 or prof.get("height", 0) < 16:
+            prof.pop("blockxsize", None)
+            prof.pop("blockysize", None)
+            prof["tiled"] = False
+        self.width = int(prof["width"])
+        self.dtype = np.dtype(prof["dtype"])
+        self.nodata = prof.get("nodata")
+        self.finalize = finalize
+        self.commit_on_close = commit_on_close
+        try:
+            self.ds = rasterio.open(self.tmp, "w", **prof)
+        except Exception as exc:
+            self.tmp.unlink(missing_ok=True)
+            raise InputFileError(f"cannot create {self.destination}: {exc}") from exc
+
+    def write_rows(self, row0: int, block: np.ndarray, valid: np.ndarray | None = None) -> None:
+        from rasterio.windows import Window
+
+        out = cast_block(block, self.dtype)
+        if valid is not None and self.nodata is not None and not valid.all():
+            out = np.where(valid[None], out, np.asarray(self.nodata, dtype=self.dtype))
+        try:
+            self.ds.write(out, window=Window(0, row0, out.shape[2], out.shape[1]))
+        except Exception as exc:
+            raise InputFileError(f"cannot write {self.destination}: {exc}") from exc
+
+    def close(self) -> None:
+        try:
+            if self.finalize is not None:
+                self.finalize(self.ds)
+            self.ds.close()
+        except Exception as exc:
+            self.abort()
+            raise InputFileError(f"cannot write {self.destination}: {exc}") from exc
+        if self.commit_on_close:
+            commit(self.tmp, self.destination)
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            self.ds.close()
+        with contextlib.suppress(OSError):
+            self.tmp.unlink()

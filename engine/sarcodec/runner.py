@@ -1,0 +1,314 @@
+"""The streaming tiled inference engine.
+
+``run_tiled`` runs any fully-convolutional model over a raster of any size: it reads the next batch
+of tiles in a background thread while the current batch computes, blends overlapping outputs in a
+row band, writes rows as soon as no later tile can touch them, and hands tiles with non-finite or
+extreme values to a caller-supplied fallback instead of failing the run. Memory depends on tile
+size, batch and scene width, never on scene height.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Literal
+
+import numpy as np
+import torch
+
+from .blending import CosineWindow, RowBandAccumulator, WindowKind
+from .device import DeviceChoice, DevicePolicy, batch_from_memory, is_oom
+from .errors import OutOfMemoryError, UsageError
+from .progress import NullProgress, Progress, check_cancelled
+from .raster_io import RowSink, TileSource
+from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, Tile, TileGrid, as_scale
+
+DEFAULT_MAX_ABS = 1e6
+PLANNED_BATCH = 8  # batch used to plan read-ahead before a CUDA probe has sized the real one
+
+BadTileFallback = Callable[[Tile, np.ndarray, str], np.ndarray]
+TileOrder = Literal["grid", "shuffled"]
+
+
+class TileModel:
+    """A model plus what the engine must know about it: scale, stride, channels, AMP safety."""
+
+    def __init__(
+        self,
+        fn: Callable[[torch.Tensor], torch.Tensor],
+        *,
+        scale: int | float | Fraction = 1,
+        multiple_of: int = 1,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        amp_safe: bool = True,
+        module: torch.nn.Module | None = None,
+        name: str = "model",
+    ) -> None:
+        self.fn = fn
+        self.module = module if module is not None else (fn if isinstance(fn, torch.nn.Module) else None)
+        self.scale = as_scale(scale)
+        self.multiple_of = int(multiple_of)
+        self.in_channels = int(in_channels)
+        self.out_channels = int(out_channels)
+        self.amp_safe = amp_safe
+        self.name = name
+
+    def to(self, device: torch.device) -> TileModel:
+        if self.module is not None:
+            self.module.to(device).eval()
+        return self
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.fn(batch)
+
+
+@dataclass
+class RunReport:
+    tiles: int = 0
+    bad_tiles: list[tuple[int, str]] = field(default_factory=list)
+    device: str = ""
+    batch_size: int = 0
+    amp: bool = False
+    oom_retries: int = 0
+    seconds: float = 0.0
+    model_seconds: float = 0.0
+    grid: TileGrid | None = None
+
+
+def passthrough_fallback(tile: Tile, tile_input: np.ndarray, reason: str) -> np.ndarray:
+    """Default for scale-1 models: the bad tile's own input goes through unchanged."""
+    return tile_input
+
+
+def _bad_tiles(batch: np.ndarray, max_abs: float) -> list[str | None]:
+    """Per tile: None when usable, else a short reason (non-finite or extreme values)."""
+    flat = batch.reshape(batch.shape[0], -1)
+    finite = np.isfinite(flat).all(axis=1)
+    with np.errstate(invalid="ignore"):
+        peak = np.where(finite, np.abs(np.nan_to_num(flat)).max(axis=1, initial=0.0), 0.0)
+    return [
+        "non-finite values" if not f else (f"values beyond +/-{max_abs:g}" if p > max_abs else None)
+        for f, p in zip(finite, peak, strict=True)
+    ]
+
+
+class BatchExecutor:
+    """Runs batches on the chosen device, halving the batch on CUDA out-of-memory."""
+
+    def __init__(self, model: TileModel, choice: DeviceChoice, progress: Progress, report: RunReport):
+        self.model = model
+        self.choice = choice
+        self.progress = progress
+        self.report = report
+        self.batch_size = choice.batch_size
+
+    def _forward(self, chunk: np.ndarray) -> np.ndarray:
+        dev = self.choice.device
+        with torch.inference_mode():
+            x = torch.from_numpy(chunk).to(dev, non_blocking=dev.type == "cuda")
+            if self.choice.amp:
+                with torch.autocast(device_type=dev.type, dtype=torch.float16):
+                    y = self.model(x)
+            else:
+                y = self.model(x)
+            return y.float().cpu().numpy()
+
+    def _probe(self, one: np.ndarray) -> np.ndarray:
+        """Size the batch from the memory one tile really takes (CUDA with --batch-size auto)."""
+        dev = self.choice.device
+        torch.cuda.reset_peak_memory_stats(dev)
+        base = torch.cuda.memory_allocated(dev)
+        out = self._forward(one)
+        per_tile = max(torch.cuda.max_memory_allocated(dev) - base, 1)
+        self.batch_size = batch_from_memory(DevicePolicy.free_memory(dev), int(per_tile * 1.25))
+        self.progress.info(f"batch size {self.batch_size} ({per_tile / 2**20:.0f} MiB per tile)")
+        return out
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        outs: list[np.ndarray] = []
+        i = 0
+        if self.batch_size is None:
+            outs.append(self._probe(batch[:1]))
+            i = 1
+        while i < len(batch):
+            chunk = batch[i : i + self.batch_size]
+            try:
+                outs.append(self._forward(chunk))
+                i += len(chunk)
+            except Exception as exc:
+                if not is_oom(exc):
+                    raise
+                if self.choice.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                if self.batch_size <= 1:
+                    raise OutOfMemoryError(
+                        f"out of memory on {self.choice.description} even with one tile per batch; "
+                        "use a smaller --tile-size or --device cpu"
+                    ) from None
+                self.batch_size = max(1, self.batch_size // 2)
+                self.report.oom_retries += 1
+                self.progress.warn(f"out of memory: retrying with batch size {self.batch_size}")
+        return np.concatenate(outs) if len(outs) > 1 else outs[0]
+
+
+def _tile_batches(grid: TileGrid, sizer: Callable[[], int], order: TileOrder, seed: int) -> Iterator[list[Tile]]:
+    """Batches of tiles; ``shuffled`` permutes each tile row (used to prove order-independence)."""
+    rng = random.Random(seed)
+    pending: list[Tile] = []
+    for r in range(grid.rows):
+        row = grid.row_tiles(r)
+        if order == "shuffled":
+            rng.shuffle(row)
+        pending.extend(row)
+        while len(pending) >= sizer():
+            n = sizer()
+            yield pending[:n]
+            pending = pending[n:]
+    if pending:
+        yield pending
+
+
+def _valid_rows(source: TileSource, grid: TileGrid, a: int, b: int) -> np.ndarray | None:
+    """Validity of output rows a..b, from the source mask mapped through the model's scale."""
+    s = grid.scale
+    if s == 1:
+        return source.valid_mask(a, 0, b - a, grid.width)
+    if s.denominator == 1:  # upsampling: each input pixel becomes an s x s block
+        k = s.numerator
+        r0, r1 = a // k, -(-b // k)
+        m = source.valid_mask(r0, 0, r1 - r0, grid.width)
+        if m is None:
+            return None
+        m = np.repeat(np.repeat(m, k, axis=0), k, axis=1)
+        return m[a - r0 * k : b - r0 * k, : grid.out_width]
+    if s.numerator == 1:  # downsampling: an output pixel is valid if any input pixel under it is
+        k = s.denominator
+        r0, r1 = a * k, min(b * k, grid.height)
+        m = source.valid_mask(r0, 0, r1 - r0, grid.width)
+        if m is None:
+            return None
+        ph, pw = (b - a) * k - m.shape[0], grid.out_width * k - m.shape[1]
+        m = np.pad(m, ((0, ph), (0, pw)), constant_values=False)
+        return m.reshape(b - a, k, grid.out_width, k).any(axis=(1, 3))
+    return None
+
+
+def run_tiled(
+    model: TileModel,
+    source: TileSource,
+    sink: RowSink,
+    *,
+    tile_size: int = DEFAULT_TILE_SIZE,
+    overlap: int = DEFAULT_OVERLAP,
+    window: WindowKind = "cosine",
+    policy: DevicePolicy | None = None,
+    progress: Progress | None = None,
+    fallback: BadTileFallback | None = None,
+    weight_sink: RowSink | None = None,
+    max_abs: float = DEFAULT_MAX_ABS,
+    order: TileOrder = "grid",
+    seed: int = 0,
+) -> RunReport:
+    """Run ``model`` over ``source`` tile by tile and stream the blended result into ``sink``.
+
+    The sink (and ``weight_sink``, which receives the blending weight sum for debugging) is closed
+    on success and aborted on any error or cancel, so no partial output survives.
+    """
+    t0 = time.monotonic()
+    progress = progress or NullProgress()
+    policy = policy or DevicePolicy()
+    sinks = [s for s in (sink, weight_sink) if s is not None]
+    try:
+        if source.channels != model.in_channels:
+            raise UsageError(f"{model.name} expects {model.in_channels} band(s), the input has {source.channels}")
+        grid = TileGrid(
+            source.height, source.width, scale=model.scale, tile_size=tile_size,
+            overlap=overlap, multiple_of=model.multiple_of,
+        )
+        if fallback is None:
+            same = model.scale == 1 and model.in_channels == model.out_channels
+            fallback = passthrough_fallback if same else _nan_fallback(model)
+        choice = policy.resolve(amp_safe=model.amp_safe)
+        if choice.warning:
+            progress.warn(choice.warning)
+        report = RunReport(device=choice.description, amp=choice.amp, grid=grid)
+        model.to(choice.device)
+        executor = BatchExecutor(model, choice, progress, report)
+        acc = RowBandAccumulator(grid, model.out_channels, CosineWindow(grid, window))
+        progress.start(len(grid), f"{model.name}: {len(grid)} tiles on {choice.description}")
+
+        def sizer() -> int:
+            return executor.batch_size or PLANNED_BATCH
+
+        def load(tiles: list[Tile]) -> tuple[list[Tile], np.ndarray]:
+            return tiles, np.stack([source.read(t.y0, t.x0, t.height, t.width) for t in tiles])
+
+        batches = _tile_batches(grid, sizer, order, seed)
+        outputs: dict[int, np.ndarray] = {}
+        next_index = 0
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sarcodec-read") as pool:
+            first = next(batches, None)
+            future: Future | None = pool.submit(load, first) if first else None
+            while future is not None:
+                check_cancelled(progress)
+                tiles, inputs = future.result()
+                following = next(batches, None)
+                future = pool.submit(load, following) if following else None  # read-ahead
+
+                reasons = _bad_tiles(inputs, max_abs)
+                good = [i for i, r in enumerate(reasons) if r is None]
+                results: list[np.ndarray | None] = [None] * len(tiles)
+                if good:
+                    tm = time.monotonic()
+                    out = executor.run(inputs[good] if len(good) < len(tiles) else inputs)
+                    report.model_seconds += time.monotonic() - tm
+                    for k, i in enumerate(good):
+                        results[i] = out[k]
+                    out_reasons = _bad_tiles(out, max_abs)
+                    for k, i in enumerate(good):
+                        if out_reasons[k] is not None:
+                            reasons[i] = f"model output has {out_reasons[k]}"
+                for i, tile in enumerate(tiles):
+                    if reasons[i] is not None:
+                        report.bad_tiles.append((tile.index, reasons[i]))
+                        progress.warn(f"tile {tile.index}: {reasons[i]}; handed to the fallback")
+                        results[i] = fallback(tile, inputs[i], reasons[i])
+                    outputs[tile.index] = results[i]
+
+                # Commit in grid order: float sums then do not depend on batch composition.
+                while next_index in outputs:
+                    tile_row, tile_col = divmod(next_index, grid.cols)
+                    acc.add(grid.tile(tile_row, tile_col), outputs.pop(next_index))
+                    next_index += 1
+                    if tile_col == grid.cols - 1:
+                        end = grid.rows_final_after(tile_row)
+                        row0, blended, weight = acc.pop_rows(end)
+                        if blended.shape[1]:
+                            sink.write_rows(row0, blended, _valid_rows(source, grid, row0, end))
+                            if weight_sink is not None:
+                                weight_sink.write_rows(row0, weight[None], None)
+                progress.advance(len(tiles))
+            report.tiles = len(grid)
+        for s in sinks:
+            s.close()
+    except BaseException:
+        for s in sinks:
+            s.abort()
+        raise
+    report.batch_size = executor.batch_size or 1
+    report.seconds = time.monotonic() - t0
+    return report
+
+
+def _nan_fallback(model: TileModel) -> BadTileFallback:
+    """Without a caller fallback, a bad tile of a scale-changing model becomes NaN output."""
+
+    def fallback(tile: Tile, tile_input: np.ndarray, reason: str) -> np.ndarray:
+        return np.full((model.out_channels, tile.row.out_size, tile.col.out_size), np.nan, np.float32)
+
+    return fallback
