@@ -1,0 +1,1 @@
+"""The learned SAR codec: model, entropy coding, value domains and the container format."""
