@@ -226,3 +226,16 @@ def test_persistent_out_of_memory_is_a_typed_error(img):
     with pytest.raises(OutOfMemoryError) as exc:
         run(FlakyOOM(net, limit=0), img, batch=4)
     assert exc.value.exit_code == 3
+
+
+@pytest.mark.parametrize("cuts", [(0, 300, 700), (0, 1, 191, 192, 500, 700)])
+def test_shards_of_output_rows_reassemble_the_full_run(img, cuts):
+    """What torchrun ranks rely on: row shards run separately equal one full run."""
+    net, _ = make_net(1)
+    full, _ = run(net, img)
+    parts = ArraySink(1, *img.shape)
+    for a, b in zip(cuts, cuts[1:], strict=False):
+        sink, report = run(net, img, out_rows=(a, b))
+        assert all(a <= r0 and r0 + n <= b for r0, n in sink.writes)
+        parts.array[:, a:b] = sink.array[:, a:b]
+    np.testing.assert_array_equal(parts.array, full.array)

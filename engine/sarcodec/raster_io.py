@@ -207,6 +207,7 @@ class GeoTiffSink:
             prof.pop("blockysize", None)
             prof["tiled"] = False
         self.width = int(prof["width"])
+        self.height = int(prof["height"])
         self.dtype = np.dtype(prof["dtype"])
         self.nodata = prof.get("nodata")
         self.finalize = finalize
@@ -217,14 +218,23 @@ class GeoTiffSink:
             self.tmp.unlink(missing_ok=True)
             raise InputFileError(f"cannot create {self.destination}: {exc}") from exc
 
-    def write_rows(self, row0: int, block: np.ndarray, valid: np.ndarray | None = None) -> None:
+    def write_rows(self, row0: int, block: np.ndarray, valid: np.ndarray | None = None,
+                   indexes: list[int] | None = None) -> None:
+        """Write (C, n, W) rows at ``row0``; ``indexes`` (1-based) picks bands when C < count."""
         from rasterio.windows import Window
 
+        # A scale-16 decoder produces whole latents' worth of pixels: drop what lies past the raster.
+        n = max(0, min(block.shape[1], self.height - row0))
+        if n == 0:
+            return
+        block = block[:, :n, : self.width]
+        valid = valid[:n, : self.width] if valid is not None else None
         out = cast_block(block, self.dtype)
         if valid is not None and self.nodata is not None and not valid.all():
             out = np.where(valid[None], out, np.asarray(self.nodata, dtype=self.dtype))
         try:
-            self.ds.write(out, window=Window(0, row0, out.shape[2], out.shape[1]))
+            self.ds.write(out, indexes=indexes or list(range(1, out.shape[0] + 1)),
+                          window=Window(0, row0, out.shape[2], out.shape[1]))
         except Exception as exc:
             raise InputFileError(f"cannot write {self.destination}: {exc}") from exc
 

@@ -156,11 +156,12 @@ class BatchExecutor:
         return np.concatenate(outs) if len(outs) > 1 else outs[0]
 
 
-def _tile_batches(grid: TileGrid, sizer: Callable[[], int], order: TileOrder, seed: int) -> Iterator[list[Tile]]:
+def _tile_batches(grid: TileGrid, tile_rows: range, sizer: Callable[[], int], order: TileOrder,
+                  seed: int) -> Iterator[list[Tile]]:
     """Batches of tiles; ``shuffled`` permutes each tile row (used to prove order-independence)."""
     rng = random.Random(seed)
     pending: list[Tile] = []
-    for r in range(grid.rows):
+    for r in tile_rows:
         row = grid.row_tiles(r)
         if order == "shuffled":
             rng.shuffle(row)
@@ -213,11 +214,14 @@ def run_tiled(
     max_abs: float = DEFAULT_MAX_ABS,
     order: TileOrder = "grid",
     seed: int = 0,
+    out_rows: tuple[int, int] | None = None,
 ) -> RunReport:
     """Run ``model`` over ``source`` tile by tile and stream the blended result into ``sink``.
 
     The sink (and ``weight_sink``, which receives the blending weight sum for debugging) is closed
-    on success and aborted on any error or cancel, so no partial output survives.
+    on success and aborted on any error or cancel, so no partial output survives. ``out_rows``
+    restricts the run to a band of output rows (a torchrun rank's shard): only the tiles touching
+    it run, and only its rows reach the sink, with values identical to those of a full run.
     """
     t0 = time.monotonic()
     progress = progress or NullProgress()
@@ -239,8 +243,17 @@ def run_tiled(
         report = RunReport(device=choice.description, amp=choice.amp, grid=grid)
         model.to(choice.device)
         executor = BatchExecutor(model, choice, progress, report)
+        first_row, last_row = (0, grid.out_height) if out_rows is None else out_rows
+        if not 0 <= first_row < last_row <= grid.out_height:
+            raise UsageError(f"output rows {out_rows} are outside 0..{grid.out_height}")
+        tile_rows = range(
+            next(r for r, s in enumerate(grid.row_spans) if s.out_start + s.out_size > first_row),
+            1 + max(r for r, s in enumerate(grid.row_spans) if s.out_start < last_row),
+        )
         acc = RowBandAccumulator(grid, model.out_channels, CosineWindow(grid, window))
-        progress.start(len(grid), f"{model.name}: {len(grid)} tiles on {choice.description}")
+        acc.row0 = grid.row_spans[tile_rows.start].out_start
+        n_tiles = len(tile_rows) * grid.cols
+        progress.start(n_tiles, f"{model.name}: {n_tiles} tiles on {choice.description}")
 
         def sizer() -> int:
             return executor.batch_size or PLANNED_BATCH
@@ -248,9 +261,9 @@ def run_tiled(
         def load(tiles: list[Tile]) -> tuple[list[Tile], np.ndarray]:
             return tiles, np.stack([source.read(t.y0, t.x0, t.height, t.width) for t in tiles])
 
-        batches = _tile_batches(grid, sizer, order, seed)
+        batches = _tile_batches(grid, tile_rows, sizer, order, seed)
         outputs: dict[int, np.ndarray] = {}
-        next_index = 0
+        next_index = tile_rows.start * grid.cols
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sarcodec-read") as pool:
             first = next(batches, None)
             future: Future | None = pool.submit(load, first) if first else None
@@ -286,14 +299,17 @@ def run_tiled(
                     acc.add(grid.tile(tile_row, tile_col), outputs.pop(next_index))
                     next_index += 1
                     if tile_col == grid.cols - 1:
-                        end = grid.rows_final_after(tile_row)
+                        end = min(grid.rows_final_after(tile_row), last_row)
                         row0, blended, weight = acc.pop_rows(end)
+                        if row0 < first_row:  # rows of the previous shard: context only
+                            cut = min(first_row - row0, blended.shape[1])
+                            row0, blended, weight = row0 + cut, blended[:, cut:], weight[cut:]
                         if blended.shape[1]:
                             sink.write_rows(row0, blended, _valid_rows(source, grid, row0, end))
                             if weight_sink is not None:
                                 weight_sink.write_rows(row0, weight[None], None)
                 progress.advance(len(tiles))
-            report.tiles = len(grid)
+            report.tiles = n_tiles
         for s in sinks:
             s.close()
     except BaseException:

@@ -1,0 +1,875 @@
+"""Compress a raster into a container and back: the codec on top of the tiled engine.
+
+This module is the API every front end calls (CLI, QGIS plugin, torchrun ranks). Front ends map
+their own options onto ``CompressOptions`` / ``DecompressOptions`` and their own progress display
+onto ``sarcodec.progress.Progress``; nothing here knows about terminals or QGIS.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import time
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..device import DevicePolicy
+from ..errors import ContainerError, DamagedChunkError, InputFileError, ModelError, UsageError
+from ..geometa import (
+    apply_geo_metadata,
+    has_valid_crs,
+    nodata_values,
+    profile_from_metadata,
+    read_geo_metadata,
+    with_crs,
+)
+from ..progress import NullProgress, Progress
+from ..raster_io import GeoTiffSink, RasterSource, atomic_output, padded_read
+from ..resources import default_model_path
+from ..runner import TileModel, run_tiled
+from ..tiling import Tile
+from .container import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    ContainerReader,
+    ContainerWriter,
+    decode_fallback_block,
+    decode_mask,
+    encode_fallback,
+    encode_mask,
+)
+from .domains import (
+    Domain,
+    denormalise,
+    detect_domain,
+    estimate_band_stats,
+    from_log,
+    nodata_mask_of,
+    normalise,
+    to_log,
+    uncodable_mask,
+)
+from .entropy import LatentCoder
+from .model import DEFAULT_QUALITY, SarCodec, checkpoint_sha256, load_checkpoint
+
+CODEC_NAME = "sarcodec-hyperprior-v1"
+STRIDE = 16  # pixels per latent
+CHUNK = 32  # latents per chunk side: 512x512 pixels coded independently
+SAMPLE_CHUNKS = 8  # chunks per band decoded at compression time to estimate quality and bias
+LOG_CLIP = 30.0  # normalised log values beyond +-300 dB are not backscatter: stored losslessly instead
+MAX_LATENT = 1000.0  # latents beyond the entropy coder's symbol range mark a tile the model failed on
+
+TIFF_COMPRESSIONS = ("LZW", "DEFLATE", "ZSTD", "LERC", "NONE")
+OUTPUT_DTYPES = ("uint8", "uint16", "int16", "uint32", "int32", "float32", "float64")
+
+
+@dataclass
+class RasterInfo:
+    path: str
+    width: int
+    height: int
+    bands: int
+    dtype: str
+    has_valid_crs: bool
+    nodata: float | None
+    file_bytes: int = 0  # all files of the dataset (a VRT's sources too): the "before" of the ratio
+
+
+def _dataset_bytes(ds) -> int:
+    total = 0
+    for f in getattr(ds, "files", []) or []:
+        try:
+            total += os.path.getsize(f)
+        except OSError:
+            continue
+    return total
+
+
+MAX_DIMENSION = 2**31 - 1
+MAX_BANDS = 4096
+
+
+def inspect_raster(path: str | Path) -> RasterInfo:
+    """Pre-validate an input before any heavy work: readable raster, supported dtype, sane size.
+
+    Raises ``InputFileError`` with a one-line reason. Front ends use ``has_valid_crs`` to decide
+    whether to prompt for a CRS (interactive) or warn (pipelines, qgis_process).
+    """
+    import rasterio
+
+    from ..codec.domains import check_dtype
+    from ..geometa import has_valid_crs, read_geo_metadata
+
+    name = str(path)
+    if not name.startswith("/vsi"):  # GDAL virtual paths (/vsizip/ of a SAFE zip) have no local file
+        if not Path(name).exists():
+            raise InputFileError(f"{name}: no such file")
+        if Path(name).is_dir():
+            raise InputFileError(f"{name}: is a folder, not a raster file")
+    try:
+        with rasterio.open(name) as ds:
+            if ds.count < 1:
+                raise InputFileError(f"{name}: the raster has no bands")
+            if ds.count > MAX_BANDS:
+                raise InputFileError(f"{name}: {ds.count} bands is more than the {MAX_BANDS} supported")
+            if len(set(ds.dtypes)) != 1:
+                raise InputFileError(f"{name}: bands of different data types ({', '.join(set(ds.dtypes))})")
+            dtype = check_dtype(ds.dtypes[0]).name
+            if not (1 <= ds.width <= MAX_DIMENSION and 1 <= ds.height <= MAX_DIMENSION):
+                raise InputFileError(f"{name}: implausible raster size {ds.width}x{ds.height}")
+            meta = read_geo_metadata(ds)
+            return RasterInfo(name, ds.width, ds.height, ds.count, dtype, has_valid_crs(meta), ds.nodata,
+                              _dataset_bytes(ds))
+    except InputFileError:
+        raise
+    except Exception as exc:  # rasterio raises RasterioIOError and friends for non-rasters
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputFileError(f"{name}: not a raster GDAL can read ({first})") from None
+
+
+@dataclass
+class CompressOptions:
+    quality: int | None = None  # None: the model's default quality
+    tile_size: int = 256
+    overlap: int = 64
+    device: str = "auto"
+    batch_size: int | str = "auto"
+    model_path: str | Path | None = None  # None: the shipped default model
+    domain: str | None = None  # None: detect from dtype, tags and values
+    crs: str | None = None  # "EPSG:XXXX" or WKT; used when the input has no valid CRS
+    weight_map: str | Path | None = None  # optional GeoTIFF of the blending weights (debugging)
+    estimate_quality: bool = True  # decode a sample of tiles to estimate RMSE/PSNR
+
+
+@dataclass
+class CompressResult:
+    input: str
+    output: str
+    input_bytes: int
+    output_bytes: int
+    pixels: int  # pixels per band times bands
+    bands: int
+    ratio: float
+    bpp: float  # bits per pixel (per band pixel)
+    est_rmse_db: float | None
+    est_psnr_db: float | None
+    device: str
+    seconds: float
+    bad_tiles: int
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DecompressOptions:
+    tiff_compress: str = "LZW"
+    output_dtype: str | None = None  # None: the original dtype
+    cog: bool = False
+    device: str = "auto"
+    batch_size: int | str = "auto"
+    model_path: str | Path | None = None  # None: the model named in the container (shipped default)
+    crs: str | None = None  # override when the container has no valid CRS
+    overlap: int | None = None  # decoder overlap in input pixels; None: as recorded at compression
+    weight_map: str | Path | None = None
+    salvage: bool = False  # decode around damaged chunks, marking them nodata
+
+
+@dataclass
+class DecompressResult:
+    input: str
+    output: str
+    width: int
+    height: int
+    bands: int
+    dtype: str
+    device: str
+    seconds: float
+    damaged_chunks: list[int] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def load_model(path: str | Path | None) -> tuple[SarCodec, Path, str]:
+    """Load a checkpoint once per process (model, path, SHA-256); errors are ``ModelError``."""
+    resolved = Path(path) if path else default_model_path()
+    if not resolved.is_file():
+        raise ModelError(f"model checkpoint {resolved} does not exist")
+    stat = resolved.stat()
+    return _load_model_cached(str(resolved.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_model_cached(path: str, _mtime: int, _size: int) -> tuple[SarCodec, Path, str]:
+    model = load_checkpoint(path)
+    return model, Path(path), checkpoint_sha256(path)
+
+
+@functools.lru_cache(maxsize=4)
+def _latent_coder(model: SarCodec) -> LatentCoder:
+    return LatentCoder(model)
+
+
+def _check_quality(model: SarCodec, quality: int | None) -> int:
+    q = DEFAULT_QUALITY if quality is None else quality
+    if not isinstance(q, int) or not 1 <= q <= model.n_qualities:
+        raise UsageError(f"quality must be an integer from 1 to {model.n_qualities}, got {quality!r}")
+    return q
+
+
+def _check_geometry(tile_size: int, overlap: int) -> None:
+    if not isinstance(tile_size, int) or tile_size < STRIDE or tile_size % STRIDE:
+        raise UsageError(f"tile size must be a positive multiple of {STRIDE}, got {tile_size!r}")
+    if not isinstance(overlap, int) or overlap < 0 or overlap % STRIDE or 2 * overlap > tile_size:
+        raise UsageError(
+            f"overlap must be a multiple of {STRIDE} between 0 and half the tile size, got {overlap!r}"
+        )
+
+
+def _sample_values(ds, band: int, nodata: float | None) -> np.ndarray:
+    """Valid values from a decimated read (at most 512x512): enough to tell the domain apart."""
+    h, w = min(ds.height, 512), min(ds.width, 512)
+    vals = ds.read(band, out_shape=(h, w)).ravel()
+    if nodata is not None:
+        vals = vals[~nodata_mask_of(vals, nodata)]
+    return vals
+
+
+# -------------------------------------------------------------------------------------- compress
+
+
+@dataclass
+class QualitySample:
+    """Errors of one decoded chunk against its original, in dB; summed in chunk order later.
+
+    Kept per chunk (not as running sums) so the totals do not depend on which process coded which
+    chunk: a container made by 1, 2 or 3 torchrun ranks gets the same gain and estimates.
+    """
+
+    err_sum: float = 0.0
+    sq_err_sum: float = 0.0
+    count: int = 0
+    intensity_orig: float = 0.0
+    intensity_coded: float = 0.0
+    l_min: float = math.inf
+    l_max: float = -math.inf
+
+    def to_list(self) -> list[float]:
+        return [self.err_sum, self.sq_err_sum, self.count, self.intensity_orig, self.intensity_coded,
+                self.l_min, self.l_max]
+
+    @classmethod
+    def from_list(cls, v: list[float]) -> QualitySample:
+        return cls(v[0], v[1], int(v[2]), v[3], v[4], v[5], v[6])
+
+
+@dataclass
+class BandSummary:
+    """What the header stores about a coded band and what the user is told about its quality."""
+
+    gain_db: float
+    rmse_db: float | None
+    count: int
+    l_range: float
+
+
+def summarize_samples(samples: dict[tuple[int, int], QualitySample]) -> BandSummary:
+    """Intensity gain (dB) cancelling the log-domain bias, and RMSE (dB) once it is applied."""
+    total = QualitySample()
+    for key in sorted(samples):
+        s = samples[key]
+        total.err_sum += s.err_sum
+        total.sq_err_sum += s.sq_err_sum
+        total.count += s.count
+        total.intensity_orig += s.intensity_orig
+        total.intensity_coded += s.intensity_coded
+        total.l_min, total.l_max = min(total.l_min, s.l_min), max(total.l_max, s.l_max)
+    if total.count == 0 or total.intensity_coded <= 0 or total.intensity_orig <= 0:
+        return BandSummary(0.0, None, 0, 0.0)
+    gain = round(10.0 * math.log10(total.intensity_orig / total.intensity_coded), 6)
+    # the gain shifts every decoded value by ``gain`` dB: the mean error moves, the spread does not
+    mse = (total.sq_err_sum + 2 * gain * total.err_sum) / total.count + gain**2
+    return BandSummary(gain, math.sqrt(max(mse, 0.0)), total.count, total.l_max - total.l_min)
+
+
+class LatentChunkSink:
+    """Receives latent rows from the encoder run and entropy-codes them chunk by chunk.
+
+    Alongside each chunk it stores, losslessly, the nodata mask and the original values of pixels
+    the model cannot code (and of tiles it failed on), reading those raw pixels once per chunk row.
+    A few chunks spread over the band are decoded right away to estimate quality and the
+    intensity gain that cancels the log-domain bias.
+    """
+
+    def __init__(self, *, ds, band: int, index: int, domain: Domain, nodata: float | None, model: SarCodec,
+                 quality: int, coder: LatentCoder, writer, offset_db: float, latent_height: int,
+                 latent_width: int, first_chunk_row: int = 0) -> None:
+        self.ds, self.band, self.index = ds, band, index
+        self.domain, self.nodata = domain, nodata
+        self.model, self.quality, self.coder, self.writer = model, quality, coder, writer
+        self.offset_db = offset_db
+        self.width = latent_width
+        self.latent_height = latent_height
+        self.chunk_rows = -(-latent_height // CHUNK)
+        self.chunk_cols = -(-latent_width // CHUNK)
+        self._rows: list[np.ndarray] = []
+        self._buffered = 0
+        self._next_chunk_row = first_chunk_row
+        self.bad_windows: list[tuple[int, int, int, int]] = []
+        n_chunks = self.chunk_rows * self.chunk_cols
+        # Enough chunks to average out scene content, few enough to cost little on big scenes.
+        n_samples = min(n_chunks, max(2, min(SAMPLE_CHUNKS, -(-n_chunks // 8))))
+        step = max(1, n_chunks // n_samples)
+        self._sampled = set(range(step // 2, n_chunks, step)) or {0}
+        self.samples: dict[tuple[int, int], QualitySample] = {}
+        self.uncodable_pixels = 0
+
+    def bad_tile(self, tile: Tile, tile_input: np.ndarray, reason: str) -> np.ndarray:
+        """Engine fallback: remember the tile's pixels for lossless storage, code zeros meanwhile."""
+        self.bad_windows.append((tile.y0, tile.x0, tile.height, tile.width))
+        return np.zeros((self.coder.latent_channels, tile.row.out_size, tile.col.out_size), np.float32)
+
+    def write_rows(self, row0: int, block: np.ndarray, valid: np.ndarray | None = None) -> None:
+        self._rows.append(block)
+        self._buffered += block.shape[1]
+        while self._buffered >= CHUNK or (self._buffered and row0 + block.shape[1] >= self.latent_height):
+            band = np.concatenate(self._rows, axis=1) if len(self._rows) > 1 else self._rows[0]
+            take = min(CHUNK, band.shape[1])
+            self._code_chunk_row(band[:, :take])
+            rest = band[:, take:]
+            self._rows = [rest] if rest.shape[1] else []
+            self._buffered = rest.shape[1]
+
+    def _code_chunk_row(self, y: np.ndarray) -> None:
+        from rasterio.windows import Window
+
+        cr = self._next_chunk_row
+        self._next_chunk_row += 1
+        r0 = cr * CHUNK * STRIDE
+        r1 = min(r0 + CHUNK * STRIDE, self.ds.height)
+        raw = self.ds.read(self.band, window=Window(0, r0, self.ds.width, r1 - r0))
+        nodata = nodata_mask_of(raw, self.nodata) if self.nodata is not None else None
+        uncodable = uncodable_mask(raw, self.domain, nodata)
+        for by, bx, bh, bw in self.bad_windows:
+            ya, yb = max(by, r0), min(by + bh, r1)
+            if ya < yb:
+                sel = np.zeros_like(uncodable)
+                sel[ya - r0 : yb - r0, max(bx, 0) : bx + bw] = True
+                uncodable |= sel if nodata is None else sel & ~nodata
+        self.uncodable_pixels += int(uncodable.sum())
+        chunks = [np.ascontiguousarray(y[:, :, cc * CHUNK : (cc + 1) * CHUNK]) for cc in range(self.chunk_cols)]
+        # Chunks are independent: code them on a few threads (the float64 hyperprior releases the GIL).
+        coded = list(_coding_pool().map(self.coder.encode_chunk, chunks))
+        for cc, (data, y_hat) in enumerate(coded):
+            c0 = cc * CHUNK * STRIDE
+            c1 = min(c0 + CHUNK * STRIDE, self.ds.width)
+            self.writer.add(self.index, cr, cc, "latent", data)
+            region_nodata = nodata[:, c0:c1] if nodata is not None else None
+            if region_nodata is not None and region_nodata.any():
+                self.writer.add(self.index, cr, cc, "mask", encode_mask(region_nodata))
+            region_unc = uncodable[:, c0:c1]
+            if region_unc.any():
+                self.writer.add(self.index, cr, cc, "fallback",
+                                encode_fallback(raw[:, c0:c1], region_unc, origin=(r0, c0)))
+            if cr * self.chunk_cols + cc in self._sampled:
+                keep = ~region_unc if region_nodata is None else ~(region_unc | region_nodata)
+                self.samples[(cr, cc)] = self._measure(y_hat, raw[:, c0:c1], keep)
+
+    @torch.no_grad()
+    def _measure(self, y_hat: np.ndarray, raw: np.ndarray, keep: np.ndarray) -> QualitySample:
+        s = QualitySample()
+        if not keep.any():
+            return s
+        device = next(self.model.parameters()).device  # wherever the run put the model
+        x_hat = self.model.synthesis(torch.from_numpy(y_hat)[None].to(device), self.quality)
+        x_hat = x_hat.float().cpu().numpy()[0, 0, : raw.shape[0], : raw.shape[1]]
+        l_orig = to_log(raw, self.domain)[keep].astype(np.float64)
+        l_hat = denormalise(x_hat, self.offset_db)[keep].astype(np.float64)
+        err = l_hat - l_orig
+        ref = float(l_orig.max())  # intensities relative to a reference keep 10**x in range
+        s.err_sum = float(np.sum(err))
+        s.sq_err_sum = float(np.sum(err**2))
+        s.count = int(l_orig.size)
+        s.intensity_orig = float(np.sum(10.0 ** ((l_orig - ref) / 10.0))) * 10.0 ** (ref / 10.0)
+        s.intensity_coded = float(np.sum(10.0 ** ((l_hat - ref) / 10.0))) * 10.0 ** (ref / 10.0)
+        s.l_min, s.l_max = float(l_orig.min()), float(l_orig.max())
+        return s
+
+    def close(self) -> None:
+        if self._buffered:
+            band = np.concatenate(self._rows, axis=1)
+            self._code_chunk_row(band)
+            self._rows, self._buffered = [], 0
+
+    def abort(self) -> None:
+        self._rows = []
+
+
+@functools.lru_cache(maxsize=1)
+def _coding_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="sarcodec-code")
+
+
+@dataclass
+class CompressPlan:
+    """Everything decided before coding starts; shared by one process and by torchrun ranks."""
+
+    source: str
+    info: RasterInfo
+    model: SarCodec
+    model_path: Path
+    sha256: str
+    quality: int
+    coder: LatentCoder
+    policy: DevicePolicy
+    meta: dict
+    domain: Domain
+    nodatas: list
+    warnings: list[str]
+
+    @property
+    def latent_shape(self) -> tuple[int, int]:
+        return -(-self.info.height // STRIDE), -(-self.info.width // STRIDE)
+
+    @property
+    def chunk_rows(self) -> int:
+        return -(-self.latent_shape[0] // CHUNK)
+
+
+def plan_compression(source: str | Path, options: CompressOptions) -> CompressPlan:
+    """Validate inputs and options, load the model, read metadata and decide the domain."""
+    import rasterio
+
+    _check_geometry(options.tile_size, options.overlap)
+    info = inspect_raster(source)
+    model, model_path, sha = load_model(options.model_path)
+    quality = _check_quality(model, options.quality)
+    policy = DevicePolicy(options.device, options.batch_size)
+    warnings: list[str] = []
+    with rasterio.open(str(source)) as ds:
+        meta = read_geo_metadata(ds)
+        if options.crs and not has_valid_crs(meta):
+            meta = with_crs(meta, options.crs)
+        elif options.crs:
+            warnings.append("the input already has a valid CRS: --crs ignored")
+        elif not has_valid_crs(meta):
+            warnings.append(f"{source} has no valid CRS: the output will have none (set one with --crs)")
+        nodatas = nodata_values(meta, ds.count)
+        try:
+            domain = detect_domain(info.dtype, _sample_values(ds, 1, nodatas[0]), ds.tags(), options.domain)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    return CompressPlan(str(source), info, model, model_path, sha, quality, _latent_coder(model), policy, meta,
+                        domain, nodatas, warnings)
+
+
+@dataclass
+class BandEncoding:
+    stats: dict
+    samples: dict[tuple[int, int], QualitySample]
+    uncodable_pixels: int
+    bad_tiles: int
+    device: str
+
+
+def encode_band(plan: CompressPlan, ds, index: int, writer, options: CompressOptions, progress: Progress, *,
+                chunk_rows: range | None = None, weight_map: str | Path | None = None) -> BandEncoding:
+    """Encode one band (or the chunk rows ``chunk_rows`` of it, for a torchrun rank) into ``writer``."""
+    band = index + 1
+    lh, lw = plan.latent_shape
+    stats = estimate_band_stats(ds, band, plan.domain)
+    offset = float(stats.offset_db)
+    domain = plan.domain
+
+    def preprocess(raw: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
+        with np.errstate(all="ignore"):
+            x = normalise(to_log(raw, domain), offset)
+        return np.where(np.isfinite(x), np.clip(x, -LOG_CLIP, LOG_CLIP), 0.0).astype(np.float32)
+
+    rows = chunk_rows if chunk_rows is not None else range(plan.chunk_rows)
+    src = RasterSource(ds, [band], nodata=plan.nodatas[index], preprocess=preprocess, fill=0.0)
+    sink = LatentChunkSink(ds=ds, band=band, index=index, domain=domain, nodata=plan.nodatas[index],
+                           model=plan.model, quality=plan.quality, coder=plan.coder, writer=writer,
+                           offset_db=offset, latent_height=lh, latent_width=lw, first_chunk_row=rows.start)
+    model, q = plan.model, plan.quality
+    encoder = TileModel(lambda t: model.analysis(t, q), scale=Fraction(1, STRIDE), multiple_of=STRIDE,
+                        in_channels=1, out_channels=model.latent_channels, module=model,
+                        name=f"compress band {band}/{plan.info.bands}")
+    weight_sink = _weight_map_sink(weight_map, plan.meta, lh, lw, STRIDE) if weight_map else None
+    report = run_tiled(encoder, src, sink, tile_size=options.tile_size, overlap=options.overlap, window="core",
+                       policy=plan.policy, progress=progress, fallback=sink.bad_tile, weight_sink=weight_sink,
+                       max_abs=MAX_LATENT, out_rows=(rows.start * CHUNK, min(rows.stop * CHUNK, lh)))
+    return BandEncoding(stats.to_dict(), sink.samples, sink.uncodable_pixels, len(report.bad_tiles), report.device)
+
+
+def build_header(plan: CompressPlan, options: CompressOptions, bands: list[BandEncoding]) -> dict:
+    """The container header: identical whether one process or several ranks coded the bands."""
+    band_headers = []
+    for b in bands:
+        summary = summarize_samples(b.samples)
+        band_headers.append({"stats": b.stats, "gain_db": summary.gain_db, "uncodable_pixels": b.uncodable_pixels})
+    return {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "codec": CODEC_NAME,
+        "created_by": f"sarcodec {__version__}",
+        "model": {"id": str(plan.model.metadata.get("model_id", plan.model_path.stem)), "sha256": plan.sha256},
+        "quality": plan.quality,
+        "grid": {"stride": STRIDE, "chunk": CHUNK, "tile_size": options.tile_size, "overlap": options.overlap},
+        "shape": [plan.info.bands, plan.info.height, plan.info.width],
+        "dtype": plan.info.dtype,
+        "domain": plan.domain.value,
+        "bands": band_headers,
+        "geo": plan.meta,
+    }
+
+
+def compress_result(plan: CompressPlan, destination: str | Path, bands: list[BandEncoding], out_bytes: int,
+                    seconds: float) -> CompressResult:
+    """Sizes, ratio, bits per pixel and the quality estimate from the sampled chunks."""
+    summaries = [summarize_samples(b.samples) for b in bands]
+    measured = [s for s in summaries if s.count and s.rmse_db is not None]
+    rmse = psnr = None
+    if measured:
+        n = sum(s.count for s in measured)
+        rmse = math.sqrt(sum(s.rmse_db**2 * s.count for s in measured) / n)
+        rng = max(s.l_range for s in measured)
+        psnr = 20 * math.log10(rng / rmse) if rmse > 0 and rng > 0 else None
+    info = plan.info
+    pixels = info.width * info.height * info.bands
+    in_bytes = info.file_bytes
+    return CompressResult(
+        input=plan.source, output=str(destination), input_bytes=in_bytes, output_bytes=out_bytes, pixels=pixels,
+        bands=info.bands, ratio=in_bytes / max(out_bytes, 1), bpp=8.0 * out_bytes / max(pixels, 1),
+        est_rmse_db=rmse, est_psnr_db=psnr, device=bands[0].device if bands else "", seconds=seconds,
+        bad_tiles=sum(b.bad_tiles for b in bands), warnings=list(plan.warnings),
+    )
+
+
+def compress_raster(
+    source: str | Path,
+    destination: str | Path,
+    options: CompressOptions | None = None,
+    progress: Progress | None = None,
+) -> CompressResult:
+    """Compress a GeoTIFF (or any GDAL raster) into a ``.npz`` container written atomically."""
+    import rasterio
+
+    t0 = time.monotonic()
+    options = options or CompressOptions()
+    progress = progress or NullProgress()
+    plan = plan_compression(source, options)
+    bands: list[BandEncoding] = []
+    with rasterio.open(str(source)) as ds, ContainerWriter(destination) as writer:
+        for i in range(ds.count):
+            weight_map = options.weight_map if i == 0 else None
+            bands.append(encode_band(plan, ds, i, writer, options, progress, weight_map=weight_map))
+        out_bytes = writer.finish(build_header(plan, options, bands))
+    return compress_result(plan, destination, bands, out_bytes, time.monotonic() - t0)
+
+
+def _weight_map_sink(path: str | Path, meta: dict, height: int, width: int, pixel_scale: int) -> GeoTiffSink:
+    """Blending weights as a float32 GeoTIFF on the run's output grid (latents: 16x coarser pixels)."""
+    from rasterio.transform import Affine
+
+    plain = {k: v for k, v in meta.items() if k not in ("nodata", "gcps")}
+    profile = profile_from_metadata(plain, width=width, height=height, count=1, dtype="float32")
+    if "transform" in profile and pixel_scale != 1:
+        profile["transform"] = profile["transform"] * Affine.scale(pixel_scale)
+    return GeoTiffSink(path, profile)
+
+
+# ------------------------------------------------------------------------------------ decompress
+
+
+def _codec_header(reader: ContainerReader) -> dict:
+    """The header fields the decoder relies on, checked; a file that lacks them is not ours."""
+    h = reader.header
+    problem = None
+    if h.get("codec") != CODEC_NAME:
+        problem = f"codec {h.get('codec')!r} is not {CODEC_NAME!r}"
+    elif not isinstance(h.get("grid"), dict) or h["grid"].get("stride") != STRIDE or \
+            not isinstance(h["grid"].get("chunk"), int) or h["grid"]["chunk"] < 1:
+        problem = "the tile grid description is missing or unsupported"
+    elif not isinstance(h.get("bands"), list) or len(h["bands"]) != h["shape"][0]:
+        problem = "the per-band statistics do not match the band count"
+    elif not isinstance(h.get("model"), dict) or not isinstance(h.get("quality"), int):
+        problem = "the model or quality is missing"
+    if problem:
+        raise ContainerError(f"{reader.name}: {problem}")
+    return h
+
+
+class LatentSource:
+    """Tiles of decoded latents for one band, decoding chunks lazily with a small cache.
+
+    The engine's read-ahead thread calls ``read``, so entropy decoding of the next batch overlaps
+    with synthesis of the current one. Only about two chunk rows are cached: memory stays flat.
+    """
+
+    def __init__(self, reader: ContainerReader, index: int, coder: LatentCoder, height: int, width: int,
+                 chunk: int, *, salvage: bool, damaged: list[int]) -> None:
+        self.reader, self.index, self.coder = reader, index, coder
+        self.height, self.width, self.chunk = height, width, chunk
+        self.channels = coder.latent_channels
+        self.salvage = salvage
+        self.damaged = damaged
+        self.damaged_chunks: set[tuple[int, int]] = set()
+        self.chunk_cols = -(-width // chunk)
+        self._cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+        self._capacity = 3 * self.chunk_cols + 2
+
+    def _chunk(self, cr: int, cc: int) -> np.ndarray:
+        key = (cr, cc)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        h = min(self.chunk, self.height - cr * self.chunk)
+        w = min(self.chunk, self.width - cc * self.chunk)
+        record = self.reader.find(self.index, cr, cc, "latent")
+        try:
+            if record is None:
+                raise ContainerError(f"{self.reader.name}: latent chunk ({self.index}, {cr}, {cc}) is missing")
+            y = self.coder.decode_chunk(self.reader.read_record(record), h, w)
+        except ContainerError as exc:
+            number = record.index if record is not None else -1
+            if not self.salvage:
+                raise DamagedChunkError(
+                    f"{self.reader.name}: chunk {number} (band {self.index + 1}, row {cr}, col {cc}) is damaged: "
+                    f"{exc}; --salvage decodes the rest and marks it nodata", number) from None
+            self.damaged.append(number)
+            self.damaged_chunks.add(key)
+            y = np.zeros((self.channels, h, w), np.float32)
+        self._cache[key] = y
+        while len(self._cache) > self._capacity:
+            self._cache.popitem(last=False)
+        return y
+
+    def _raw(self, y0: int, x0: int, h: int, w: int) -> np.ndarray:
+        out = np.empty((self.channels, h, w), np.float32)
+        c = self.chunk
+        for cr in range(y0 // c, (y0 + h - 1) // c + 1):
+            for cc in range(x0 // c, (x0 + w - 1) // c + 1):
+                block = self._chunk(cr, cc)
+                ya, yb = max(y0, cr * c), min(y0 + h, cr * c + block.shape[1])
+                xa, xb = max(x0, cc * c), min(x0 + w, cc * c + block.shape[2])
+                out[:, ya - y0 : yb - y0, xa - x0 : xb - x0] = block[:, ya - cr * c : yb - cr * c,
+                                                                     xa - cc * c : xb - cc * c]
+        return out
+
+    def read(self, y0: int, x0: int, h: int, w: int) -> np.ndarray:
+        return padded_read(self._raw, self.height, self.width, y0, x0, h, w)
+
+    def valid_mask(self, y0: int, x0: int, h: int, w: int) -> None:
+        return None  # nodata comes from the stored masks, at full resolution, in BandWriter
+
+
+class BandWriter:
+    """Turns decoded rows of one band back into pixel values and writes them into the output.
+
+    Applies the inverse log normalisation and the stored intensity gain, then re-applies exactly
+    what was stored losslessly: the nodata mask, the original values of uncodable pixels, and
+    nodata over chunks that were damaged (salvage mode).
+    """
+
+    def __init__(self, out: GeoTiffSink, reader: ContainerReader, index: int, header: dict, source: LatentSource,
+                 out_dtype: np.dtype, nodata: float | None) -> None:
+        self.out, self.reader, self.index = out, reader, index
+        band = header["bands"][index]
+        self.offset = float(band["stats"]["offset_db"])
+        self.gain = float(band.get("gain_db", 0.0))
+        self.domain = Domain(header["domain"])
+        self.width = header["shape"][2]
+        self.height = header["shape"][1]
+        self.px_chunk = header["grid"]["chunk"] * STRIDE
+        self.source = source
+        self.out_dtype = out_dtype
+        self.nodata = nodata
+        self._side: dict[int, tuple[np.ndarray | None, list]] = {}
+
+    def _chunk_row_side(self, cr: int) -> tuple[np.ndarray | None, list]:
+        """Nodata mask (rows of this chunk row) and fallback blocks, decoded once per chunk row."""
+        if cr in self._side:
+            return self._side[cr]
+        self._side = {k: v for k, v in self._side.items() if k >= cr - 1}
+        r0 = cr * self.px_chunk
+        h = min(self.px_chunk, self.height - r0)
+        mask = None
+        fallbacks = []
+        for cc in range(-(-self.width // self.px_chunk)):
+            c0 = cc * self.px_chunk
+            w = min(self.px_chunk, self.width - c0)
+            for kind in ("mask", "fallback"):
+                record = self.reader.find(self.index, cr, cc, kind)
+                if record is None:
+                    continue
+                try:
+                    data = self.reader.read_record(record)
+                    if kind == "mask":
+                        m = decode_mask(data, (h, w))
+                        if mask is None:
+                            mask = np.zeros((h, self.width), bool)
+                        mask[:, c0 : c0 + w] = m
+                    else:
+                        fallbacks.append(decode_fallback_block(data))
+                except ContainerError as exc:
+                    if not self.source.salvage:
+                        raise DamagedChunkError(
+                            f"{self.reader.name}: record {record.index} ({kind} of band {self.index + 1}, "
+                            f"row {cr}, col {cc}) is damaged: {exc}", record.index) from None
+                    self.source.damaged.append(record.index)
+                    self.source.damaged_chunks.add((cr * self.px_chunk // (self.source.chunk * STRIDE), cc))
+        self._side[cr] = (mask, fallbacks)
+        return self._side[cr]
+
+    def write_rows(self, row0: int, block: np.ndarray, valid: np.ndarray | None = None) -> None:
+        n = min(block.shape[1], self.height - row0)  # the decoder's last latent row may run past the raster
+        if n <= 0:
+            return
+        l_db = denormalise(block[0, :n, : self.width], self.offset) + np.float32(self.gain)
+        values = from_log(l_db, self.domain, self.out_dtype, self.nodata)
+        invalid = np.zeros((n, self.width), bool)
+        for cr in range(row0 // self.px_chunk, (row0 + n - 1) // self.px_chunk + 1):
+            mask, fallbacks = self._chunk_row_side(cr)
+            ya, yb = max(row0, cr * self.px_chunk), min(row0 + n, (cr + 1) * self.px_chunk)
+            if mask is not None:
+                invalid[ya - row0 : yb - row0] |= mask[ya - cr * self.px_chunk : yb - cr * self.px_chunk]
+            for fb in fallbacks:
+                fa, fb_end = max(ya, fb.row0), min(yb, fb.row0 + fb.mask.shape[0])
+                if fa >= fb_end:
+                    continue
+                sub_mask = fb.mask[fa - fb.row0 : fb_end - fb.row0]
+                sub_vals = fb.values[fa - fb.row0 : fb_end - fb.row0]
+                target = values[fa - row0 : fb_end - row0, fb.col0 : fb.col0 + sub_mask.shape[1]]
+                with np.errstate(all="ignore"):
+                    target[sub_mask] = sub_vals[sub_mask].astype(self.out_dtype)
+        c = self.source.chunk * STRIDE
+        for cr, cc in self.source.damaged_chunks:
+            ya, yb = max(row0, cr * c), min(row0 + n, (cr + 1) * c)
+            if ya < yb:
+                invalid[ya - row0 : yb - row0, cc * c : (cc + 1) * c] = True
+        if self.nodata is not None and invalid.any():
+            values[invalid] = np.asarray(self.nodata).astype(self.out_dtype)
+        self.out.write_rows(row0, values[None], None, indexes=[self.index + 1])
+
+    def close(self) -> None:
+        """The output file is shared by all bands: the pipeline closes it after the last band."""
+
+    def abort(self) -> None:
+        self.out.abort()
+
+
+def _creation_options(options: DecompressOptions, dtype: np.dtype) -> dict:
+    comp = str(options.tiff_compress).upper()
+    if comp not in TIFF_COMPRESSIONS:
+        choices = ", ".join(TIFF_COMPRESSIONS)
+        raise UsageError(f"TIFF compression must be one of {choices}, got {options.tiff_compress!r}")
+    if comp == "NONE":
+        return {}
+    opts = {"compress": comp.lower()}
+    if comp in ("LZW", "DEFLATE", "ZSTD"):
+        opts["predictor"] = 3 if dtype.kind == "f" else 2
+    return opts
+
+
+def decompress_container(
+    source: str | Path,
+    destination: str | Path,
+    options: DecompressOptions | None = None,
+    progress: Progress | None = None,
+) -> DecompressResult:
+    """Decompress a container into a GeoTIFF (or COG) written atomically, metadata restored."""
+    t0 = time.monotonic()
+    options = options or DecompressOptions()
+    progress = progress or NullProgress()
+    if options.output_dtype is not None and str(options.output_dtype) not in OUTPUT_DTYPES:
+        raise UsageError(f"output dtype must be one of {', '.join(OUTPUT_DTYPES)}, got {options.output_dtype!r}")
+    policy = DevicePolicy(options.device, options.batch_size)
+    with ContainerReader(source) as reader:
+        header = _codec_header(reader)
+        model, model_path, sha = load_model(options.model_path)
+        if sha != header["model"].get("sha256"):
+            raise ModelError(
+                f"{reader.name} was compressed with model {header['model'].get('id')!r} "
+                f"(sha256 {str(header['model'].get('sha256'))[:12]}...), but {model_path} has sha256 {sha[:12]}...; "
+                "pass the matching --model")
+        quality = header["quality"]
+        if not 1 <= quality <= model.n_qualities:
+            raise ContainerError(f"{reader.name}: quality {quality} is outside the model's 1..{model.n_qualities}")
+        bands, height, width = header["shape"]
+        out_dtype = np.dtype(options.output_dtype or header["dtype"])
+        meta = dict(header.get("geo") or {})
+        warnings: list[str] = []
+        if options.crs and not has_valid_crs(meta):
+            meta = with_crs(meta, options.crs)
+        elif options.crs:
+            warnings.append("the container already has a valid CRS: --crs ignored")
+        nodata = nodata_values(meta, bands)[0]
+        grid = header["grid"]
+        overlap = grid.get("overlap", 64) if options.overlap is None else options.overlap
+        _check_geometry(grid.get("tile_size", 256), overlap)
+        profile = profile_from_metadata(meta, width=width, height=height, count=bands, dtype=out_dtype,
+                                        **_creation_options(options, out_dtype))
+        if bands > 1:
+            profile["interleave"] = "band"  # each band is written in full before the next
+        coder = _latent_coder(model)
+        damaged: list[int] = []
+        lh, lw = -(-height // STRIDE), -(-width // STRIDE)
+        final = Path(destination)
+        out = GeoTiffSink(final, profile, finalize=lambda ds: apply_geo_metadata(ds, meta),
+                          commit_on_close=not options.cog)
+        weight_sink = _weight_map_sink(options.weight_map, meta, height, width, 1) if options.weight_map else None
+        try:
+            for i in range(bands):
+                src = LatentSource(reader, i, coder, lh, lw, grid["chunk"], salvage=options.salvage, damaged=damaged)
+                writer = BandWriter(out, reader, i, header, src, out_dtype, nodata)
+                decoder = TileModel(lambda t, q=quality: model.synthesis(t, q), scale=STRIDE, multiple_of=1,
+                                    in_channels=model.latent_channels, out_channels=1, module=model,
+                                    name=f"decompress band {i + 1}/{bands}")
+                report = run_tiled(decoder, src, writer, tile_size=grid.get("tile_size", 256) // STRIDE,
+                                   overlap=overlap // STRIDE, window="cosine", policy=policy, progress=progress,
+                                   weight_sink=weight_sink if i == 0 else None)
+            out.close()
+            if options.cog:
+                _to_cog(out.tmp, final, profile)
+        except BaseException:
+            out.abort()
+            raise
+        finally:
+            if options.cog:
+                out.tmp.unlink(missing_ok=True)
+    if damaged:
+        warnings.append(f"damaged chunks {sorted(set(damaged))} were decoded as nodata (--salvage)")
+    return DecompressResult(
+        input=str(source), output=str(destination), width=width, height=height, bands=bands, dtype=out_dtype.name,
+        device=report.device, seconds=time.monotonic() - t0, damaged_chunks=sorted(set(damaged)), warnings=warnings,
+    )
+
+
+def _to_cog(tmp: Path, final: Path, profile: dict) -> None:
+    """Convert the finished tiled GeoTIFF to a Cloud Optimized GeoTIFF (with overviews), atomically."""
+    from rasterio.shutil import copy as rio_copy
+
+    with atomic_output(final, ".cog.part.tif") as cog_tmp:
+        opts = {"compress": profile.get("compress", "none").upper(), "overviews": "auto", "blocksize": 512,
+                "bigtiff": "if_safer"}
+        if "predictor" in profile:
+            opts["predictor"] = "yes"
+        try:
+            rio_copy(str(tmp), str(cog_tmp), driver="COG", **opts)
+        except Exception as exc:
+            raise InputFileError(f"cannot write the Cloud Optimized GeoTIFF {final}: {exc}") from exc
+
+
+def container_info(source: str | Path) -> dict:
+    """The container header (JSON-able dict) plus record counts; validated, for ``sarcodec info``."""
+    with ContainerReader(source) as reader:
+        header = _codec_header(reader)
+        info = dict(header)
+        info["file"] = reader.summary() if hasattr(reader, "summary") else {}
+        return info
