@@ -20,12 +20,17 @@ demo: setup
 
 bench: setup
 	$(PY) bench/engine.py
+	$(PY) bench/codec_speed.py --size 4096
+	$(PY) bench/soak.py --rounds 50
 
 eval: setup
 	$(PY) bench/rd.py
 
 model: setup
 	$(PY) -m sarcodec.training --config configs/train_default.toml
+
+package:
+	/usr/bin/python3 scripts/package_plugin.py
 
 clean:
 	rm -rf build dist demo tests/artifacts .pytest_cache .ruff_cache
