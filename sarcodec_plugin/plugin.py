@@ -8,13 +8,16 @@ from .provider import SarcodecProvider
 
 
 class SarcodecPlugin:
+    """QGIS calls initProcessing headless (qgis_process) and initGui on the desktop; both add one provider."""
+
     def __init__(self, iface) -> None:
         self.iface = iface
         self.provider: SarcodecProvider | None = None
 
     def initProcessing(self) -> None:  # noqa: N802 - QGIS API name
-        self.provider = SarcodecProvider()
-        QgsApplication.processingRegistry().addProvider(self.provider)
+        if self.provider is None:
+            self.provider = SarcodecProvider()
+            QgsApplication.processingRegistry().addProvider(self.provider)
 
     def initGui(self) -> None:  # noqa: N802 - QGIS API name
         self.initProcessing()

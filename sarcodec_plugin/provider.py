@@ -1,26 +1,40 @@
-"""The Processing provider ``sarcodec`` ("SAR codec")."""
+"""The Processing provider ``sarcodec`` ("SAR codec"): lists the algorithms, nothing more."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
-ICON = Path(__file__).resolve().parent / "resources" / "icons" / "sarcodec.svg"
-if not ICON.exists():  # running from the repository: resources/ sits beside the plugin folder
-    ICON = Path(__file__).resolve().parents[1] / "resources" / "icons" / "sarcodec.svg"
+from .bridge import ICON_PATH
+from .compress import CompressAlgorithm
+from .decompress import DecompressAlgorithm
+from .info import InfoAlgorithm
 
 
 class SarcodecProvider(QgsProcessingProvider):
+    """Loads even without torch: algorithms check their dependencies only when they run."""
+
     def id(self) -> str:
         return "sarcodec"
 
     def name(self) -> str:
         return "SAR codec"
 
+    def longName(self) -> str:  # noqa: N802 - QGIS API name
+        from . import __version__
+
+        return f"SAR codec {__version__}"
+
     def icon(self) -> QIcon:
-        return QIcon(str(ICON))
+        return QIcon(str(ICON_PATH))
+
+    def svgIconPath(self) -> str:  # noqa: N802 - QGIS API name
+        return str(ICON_PATH)
+
+    def supportedOutputRasterLayerExtensions(self) -> list[str]:  # noqa: N802 - QGIS API name
+        """The engine writes GeoTIFF (or COG) only."""
+        return ["tif"]
 
     def loadAlgorithms(self) -> None:  # noqa: N802 - QGIS API name
-        """Algorithms are added by the plugin issue (compress, decompress)."""
+        for algorithm in (CompressAlgorithm(), DecompressAlgorithm(), InfoAlgorithm()):
+            self.addAlgorithm(algorithm)

@@ -38,3 +38,12 @@ fi
 if [ -x scripts/install_plugin.sh ]; then
   scripts/install_plugin.sh
 fi
+
+# qgis_process is a Qt program: on a machine without a display it dies before loading any plugin
+# unless Qt is told to render offscreen. Make new shells on headless machines do that by default
+# (a user-set QT_QPA_PLATFORM, or a DISPLAY/WAYLAND_DISPLAY, is left alone).
+QT_SNIPPET='[ -z "${DISPLAY:-}${WAYLAND_DISPLAY:-}${QT_QPA_PLATFORM:-}" ] && export QT_QPA_PLATFORM=offscreen  # sarcodec: headless qgis_process'
+if [ "$(id -u)" -eq 0 ]; then
+  [ -f /etc/profile.d/sarcodec-headless-qt.sh ] || printf '%s\n' "$QT_SNIPPET" > /etc/profile.d/sarcodec-headless-qt.sh
+  grep -qF "sarcodec: headless qgis_process" /etc/bash.bashrc 2>/dev/null || printf '%s\n' "$QT_SNIPPET" >> /etc/bash.bashrc
+fi

@@ -1,0 +1,78 @@
+"""End to end through ``qgis_process.bin`` with the plugin deployed by ``scripts/install_plugin.sh``.
+
+The plugin goes into a throwaway settings root (QGIS_CUSTOM_CONFIG_PATH, QGIS's own override) and
+qgis_process runs with a minimal environment (no PYTHONPATH, no venv): the deployed plugin must find
+torch and the engine by itself, exactly as after ``make setup``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.plugin.conftest import SIZE, files_in, read_band
+
+REPO = Path(__file__).resolve().parents[2]
+QGIS_PROCESS = "/usr/bin/qgis_process.bin"
+
+pytestmark = [
+    pytest.mark.timeout(180),
+    pytest.mark.skipif(not Path(QGIS_PROCESS).exists(), reason="qgis_process.bin is not installed"),
+]
+
+
+@pytest.fixture(scope="module")
+def qgis_env(tmp_path_factory) -> dict[str, str]:
+    """A clean environment whose QGIS profile has the plugin deployed and enabled by install_plugin.sh."""
+    config = tmp_path_factory.mktemp("qgis-config")
+    env = {
+        "HOME": os.environ.get("HOME", "/root"),
+        "PATH": "/usr/bin:/bin",
+        "QGIS_CUSTOM_CONFIG_PATH": str(config),
+        "QT_QPA_PLATFORM": "offscreen",  # qgis_process is a Qt GUI app: it needs a display or this
+        "XDG_RUNTIME_DIR": str(config),
+    }
+    subprocess.run([str(REPO / "scripts" / "install_plugin.sh")], check=True, env=env, capture_output=True, timeout=60)
+    assert (config / "profiles" / "default" / "python" / "plugins" / "sarcodec_plugin" / "metadata.txt").exists()
+    return env
+
+
+def qgis_process(env: dict[str, str], *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([QGIS_PROCESS, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=170)
+
+
+def test_plugin_is_listed_as_loaded(qgis_env, tmp_path):
+    proc = qgis_process(qgis_env, "plugins", cwd=tmp_path)
+    assert "* sarcodec_plugin" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_compress_and_decompress_with_json(qgis_env, scene_tif, tmp_path):
+    assert scene_tif.parent == tmp_path  # relative paths, as typed in a shell
+    proc = qgis_process(qgis_env, "--json", "run", "sarcodec:compress", "--", f"INPUT={scene_tif.name}", "OUTPUT=a.npz",
+                        "QUALITY=2", "DEVICE=cpu", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    report = json.loads(proc.stdout)
+    results = report["results"]
+    assert Path(results["OUTPUT"]).name == "a.npz" and (tmp_path / "a.npz").stat().st_size > 0
+    assert results["RATIO"] > 1 and results["BPP"] > 0
+    assert any("ratio" in line for line in report["log"]["info"])
+
+    proc = qgis_process(qgis_env, "--json", "run", "sarcodec:decompress", "--", "INPUT=a.npz", "OUTPUT=b.tif",
+                        "TIFF_COMPRESS=DEFLATE", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert Path(json.loads(proc.stdout)["results"]["OUTPUT"]).name == "b.tif"
+    assert read_band(tmp_path / "b.tif")[1]["shape"] == (SIZE, SIZE)
+
+
+def test_bad_input_fails_with_one_line_and_no_output(qgis_env, tmp_path):
+    (tmp_path / "text.tif").write_text("not a raster\n")
+    before = files_in(tmp_path)
+    proc = qgis_process(qgis_env, "run", "sarcodec:compress", "--", "INPUT=text.tif", "OUTPUT=t.npz", cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "Input is not a raster GDAL can read: text.tif" in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert files_in(tmp_path) == before
