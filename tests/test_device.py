@@ -23,9 +23,11 @@ def test_bad_batch_sizes_are_usage_errors(bad):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU fallback of a machine without a GPU")
 def test_auto_falls_back_to_cpu_with_a_warning_and_cuda_is_refused():
+    DevicePolicy._cpu_fallback_warned = False
     choice = DevicePolicy("auto").resolve()
     assert choice.device.type == "cpu" and not choice.amp and choice.batch_size >= 1
     assert "CPU" in choice.warning
+    assert DevicePolicy("auto").resolve().warning is None  # said once per process, not per band
     with pytest.raises(UsageError, match="no CUDA"):
         DevicePolicy("cuda:0").resolve()
     assert nvml_free_memory(0) is None

@@ -71,6 +71,8 @@ def parse_batch_size(value: int | str | None) -> int | None:
 class DevicePolicy:
     """Resolves ``auto|cpu|cuda[:i]`` plus batch size and AMP into a ``DeviceChoice``."""
 
+    _cpu_fallback_warned = False
+
     def __init__(self, device: str = "auto", batch_size: int | str | None = "auto", amp: bool | None = None):
         self.requested = (device or "auto").strip().lower()
         self.batch_size = parse_batch_size(batch_size)
@@ -83,7 +85,8 @@ class DevicePolicy:
     def resolve(self, *, amp_safe: bool = True) -> DeviceChoice:
         if self.requested == "cpu" or (self.requested == "auto" and not torch.cuda.is_available()):
             warning = None
-            if self.requested == "auto":
+            if self.requested == "auto" and not DevicePolicy._cpu_fallback_warned:
+                DevicePolicy._cpu_fallback_warned = True  # once per process, not per band and file
                 warning = "no CUDA GPU found: running on the CPU (slower)"
             return DeviceChoice(
                 torch.device("cpu"), False, self.batch_size or CPU_BATCH,

@@ -140,6 +140,10 @@ def temp_path_for(destination: str | os.PathLike, suffix: str = ".part") -> Path
     except OSError as exc:
         raise InputFileError(f"cannot write to {folder}: {exc.strerror or exc}") from exc
     os.close(fd)
+    # mkstemp creates 0600; the renamed result must get the permissions of any new file here.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(name, 0o666 & ~umask)
     return Path(name)
 
 

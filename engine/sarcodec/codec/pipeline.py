@@ -165,6 +165,7 @@ class CompressResult:
     seconds: float
     bad_tiles: int
     warnings: list[str] = field(default_factory=list)
+    batch_size: int = 0
 
 
 @dataclass
@@ -193,6 +194,7 @@ class DecompressResult:
     seconds: float
     damaged_chunks: list[int] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    batch_size: int = 0
 
 
 def load_model(path: str | Path | None) -> tuple[SarCodec, Path, str]:
@@ -456,9 +458,9 @@ def plan_compression(source: str | Path, options: CompressOptions) -> CompressPl
         if options.crs and not has_valid_crs(meta):
             meta = with_crs(meta, options.crs)
         elif options.crs:
-            warnings.append("the input already has a valid CRS: --crs ignored")
+            warnings.append("the input already has a valid CRS: the CRS option is ignored")
         elif not has_valid_crs(meta):
-            warnings.append(f"{source} has no valid CRS: the output will have none (set one with --crs)")
+            warnings.append(f"{source} has no valid CRS: the output will have none unless a CRS is given")
         nodatas = nodata_values(meta, ds.count)
         try:
             domain = detect_domain(info.dtype, _sample_values(ds, 1, nodatas[0]), ds.tags(), options.domain)
@@ -475,6 +477,7 @@ class BandEncoding:
     uncodable_pixels: int
     bad_tiles: int
     device: str
+    batch_size: int = 0
 
 
 def encode_band(plan: CompressPlan, ds, index: int, writer, options: CompressOptions, progress: Progress, *,
@@ -504,7 +507,8 @@ def encode_band(plan: CompressPlan, ds, index: int, writer, options: CompressOpt
     report = run_tiled(encoder, src, sink, tile_size=options.tile_size, overlap=options.overlap, window="core",
                        policy=plan.policy, progress=progress, fallback=sink.bad_tile, weight_sink=weight_sink,
                        max_abs=MAX_LATENT, out_rows=(rows.start * CHUNK, min(rows.stop * CHUNK, lh)))
-    return BandEncoding(stats.to_dict(), sink.samples, sink.uncodable_pixels, len(report.bad_tiles), report.device)
+    return BandEncoding(stats.to_dict(), sink.samples, sink.uncodable_pixels, len(report.bad_tiles), report.device,
+                        report.batch_size)
 
 
 def build_header(plan: CompressPlan, options: CompressOptions, bands: list[BandEncoding]) -> dict:
@@ -548,6 +552,7 @@ def compress_result(plan: CompressPlan, destination: str | Path, bands: list[Ban
         bands=info.bands, ratio=in_bytes / max(out_bytes, 1), bpp=8.0 * out_bytes / max(pixels, 1),
         est_rmse_db=rmse, est_psnr_db=psnr, device=bands[0].device if bands else "", seconds=seconds,
         bad_tiles=sum(b.bad_tiles for b in bands), warnings=list(plan.warnings),
+        batch_size=bands[0].batch_size if bands else 0,
     )
 
 
@@ -808,7 +813,7 @@ def decompress_container(
         if options.crs and not has_valid_crs(meta):
             meta = with_crs(meta, options.crs)
         elif options.crs:
-            warnings.append("the container already has a valid CRS: --crs ignored")
+            warnings.append("the container already has a valid CRS: the CRS option is ignored")
         nodata = nodata_values(meta, bands)[0]
         grid = header["grid"]
         overlap = grid.get("overlap", 64) if options.overlap is None else options.overlap
@@ -848,6 +853,7 @@ def decompress_container(
     return DecompressResult(
         input=str(source), output=str(destination), width=width, height=height, bands=bands, dtype=out_dtype.name,
         device=report.device, seconds=time.monotonic() - t0, damaged_chunks=sorted(set(damaged)), warnings=warnings,
+        batch_size=report.batch_size,
     )
 
 
@@ -871,5 +877,6 @@ def container_info(source: str | Path) -> dict:
     with ContainerReader(source) as reader:
         header = _codec_header(reader)
         info = dict(header)
-        info["file"] = reader.summary() if hasattr(reader, "summary") else {}
+        info["has_valid_crs"] = has_valid_crs(header.get("geo") or {})
+        info["file"] = reader.summary()
         return info
