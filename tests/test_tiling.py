@@ -69,9 +69,11 @@ def test_streaming_band_rows_do_not_depend_on_height():
     assert tall.rows_final_after(0) == 192  # rows the second tile row does not touch
 
 
-def test_small_raster_is_padded_to_one_whole_tile():
+def test_small_and_thin_rasters_get_small_tiles():
     g = TileGrid(1, 1, scale=Fraction(1, 16), tile_size=256, overlap=64)
-    assert len(g) == 1 and g.tile(0, 0).height == 256 and (g.out_height, g.out_width) == (1, 1)
+    assert len(g) == 1 and g.tile(0, 0).height == 32 and (g.out_height, g.out_width) == (1, 1)
+    strip = TileGrid(1, 100000, tile_size=256, overlap=64)
+    assert strip.rows == 1 and strip.tile(0, 0).height == 32 and strip.tile(0, 0).width == 256
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,7 @@ from .errors import UsageError
 
 DEFAULT_TILE_SIZE = 256
 DEFAULT_OVERLAP = 64
+MIN_TILE = 32
 
 
 def as_scale(scale: int | float | Fraction) -> Fraction:
@@ -106,9 +107,10 @@ class TileGrid:
         self.col_spans = self._axis(self.width)
 
     def _axis(self, length: int) -> list[AxisSpan]:
-        # Small rasters are reflect-padded up to a whole tile: the model always sees the context
-        # size it was built for, and tiny inputs (1x1) still satisfy its padding needs.
-        size = self.tile_size
+        # A raster smaller than a tile along this axis gets one tile just big enough (at least
+        # MIN_TILE, aligned), reflect-padded: tiny inputs (1x1) still satisfy the model's padding
+        # needs, and a 1 x 100000 strip does not cost 100000 / 192 full square tiles.
+        size = min(self.tile_size, self.align * math.ceil(max(length, MIN_TILE) / self.align))
         step = size - self.overlap if length > size else size
         count = 1 if length <= size else math.ceil((length - size) / step) + 1
         spans = []
