@@ -8,6 +8,7 @@ each algorithm file only declares parameters and maps them onto ``CompressOption
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import traceback
 from collections.abc import Callable
@@ -134,8 +135,9 @@ def run_engine(engine: SimpleNamespace, feedback: QgsProcessingFeedback, destina
             raise engine.errors.Cancelled("cancelled by the user")
         return result
     except BaseException as exc:
-        if not existed:
-            Path(destination).unlink(missing_ok=True)
+        if not existed:  # a read-only folder refuses even this (EROFS): the engine's error is what matters
+            with contextlib.suppress(OSError):
+                Path(destination).unlink(missing_ok=True)
         if isinstance(exc, engine.errors.Cancelled):
             raise QgsProcessingException("Cancelled by the user: no output was written.") from None
         if isinstance(exc, engine.errors.SarcodecError):

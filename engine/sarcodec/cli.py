@@ -1066,6 +1066,22 @@ def interrupt_handlers(cancel: CancelToken) -> Iterator[None]:
                 signal.signal(sig, old)
 
 
+@contextlib.contextmanager
+def _gdal_messages_to_log() -> Iterator[None]:
+    """Route GDAL's own "ERROR 1: ..." lines to rasterio's logger for the whole run.
+
+    Without an active ``rasterio.Env`` GDAL prints them straight to stderr (a truncated GeoTIFF gives
+    three of them), which breaks the one-line error rule; the typed error still says what failed.
+    """
+    try:
+        import rasterio
+    except ImportError:  # pragma: no cover - the engine needs rasterio anyway
+        yield
+        return
+    with rasterio.Env():
+        yield
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse, run, and return the exit code (also for ``--help`` and usage errors)."""
     parser = build_parser()
@@ -1080,7 +1096,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     with interrupt_handlers(cancel):
         try:
-            code = args.handler(args, cancel)
+            with _gdal_messages_to_log():
+                code = args.handler(args, cancel)
         except KeyboardInterrupt as exc:
             if args.debug:
                 traceback.print_exception(exc, file=sys.stderr)

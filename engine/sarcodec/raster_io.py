@@ -212,6 +212,7 @@ class GeoTiffSink:
             prof["tiled"] = False
         self.width = int(prof["width"])
         self.height = int(prof["height"])
+        self.count = int(prof.get("count", 1))
         self.dtype = np.dtype(prof["dtype"])
         self.nodata = prof.get("nodata")
         self.finalize = finalize
@@ -247,11 +248,31 @@ class GeoTiffSink:
             if self.finalize is not None:
                 self.finalize(self.ds)
             self.ds.close()
+            self._verify()
         except Exception as exc:
             self.abort()
             raise InputFileError(f"cannot write {self.destination}: {exc}") from exc
         if self.commit_on_close:
             commit(self.tmp, self.destination)
+
+    def _verify(self) -> None:
+        """Read the closed file's directory and last block back before it may replace anything.
+
+        GDAL reports failed writes (a full disk, a quota) only as log lines, and closing never raises,
+        so without this a truncated GeoTIFF would be renamed into place as a success.
+        """
+        import rasterio
+        from rasterio.windows import Window
+
+        try:
+            with rasterio.open(self.tmp) as ds:
+                if (ds.width, ds.height, ds.count) != (self.width, self.height, self.count):
+                    raise OSError("the written file is incomplete")
+                bh, bw = ds.block_shapes[-1]
+                r0, c0 = (self.height - 1) // bh * bh, (self.width - 1) // bw * bw
+                ds.read(self.count, window=Window(c0, r0, self.width - c0, self.height - r0))
+        except Exception as exc:  # rasterio's read errors are not all OSErrors
+            raise OSError(f"the file did not reach the disk completely (disk full?): {exc}") from None
 
     def abort(self) -> None:
         with contextlib.suppress(Exception):

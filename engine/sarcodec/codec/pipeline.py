@@ -7,11 +7,13 @@ onto ``sarcodec.progress.Progress``; nothing here knows about terminals or QGIS.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -568,14 +570,33 @@ def compress_raster(
     t0 = time.monotonic()
     options = options or CompressOptions()
     progress = progress or NullProgress()
-    plan = plan_compression(source, options)
-    bands: list[BandEncoding] = []
-    with rasterio.open(str(source)) as ds, ContainerWriter(destination) as writer:
-        for i in range(ds.count):
-            weight_map = options.weight_map if i == 0 else None
-            bands.append(encode_band(plan, ds, i, writer, options, progress, weight_map=weight_map))
-        out_bytes = writer.finish(build_header(plan, options, bands))
+    with _raster_read_errors(source):
+        plan = plan_compression(source, options)
+        bands: list[BandEncoding] = []
+        with rasterio.open(str(source)) as ds, ContainerWriter(destination) as writer:
+            for i in range(ds.count):
+                weight_map = options.weight_map if i == 0 else None
+                bands.append(encode_band(plan, ds, i, writer, options, progress, weight_map=weight_map))
+            out_bytes = writer.finish(build_header(plan, options, bands))
     return compress_result(plan, destination, bands, out_bytes, time.monotonic() - t0)
+
+
+@contextlib.contextmanager
+def _raster_read_errors(source: str | Path) -> Iterator[None]:
+    """A raster that opens but fails on reading pixels (truncated, damaged tiles) is a file error.
+
+    Its header passes ``inspect_raster``; the failure comes from rasterio deep inside sampling or
+    tiling, and would otherwise surface as an "internal error" instead of exit 1 naming the file.
+    """
+    import rasterio.errors
+    from rasterio._err import CPLE_BaseError
+
+    try:
+        yield
+    except (rasterio.errors.RasterioError, rasterio.errors.RasterioIOError, CPLE_BaseError) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        raise InputFileError(f"{source}: cannot read the raster's pixels, the file is truncated or damaged "
+                             f"({first})") from None
 
 
 def _weight_map_sink(path: str | Path, meta: dict, height: int, width: int, pixel_scale: int) -> GeoTiffSink:
@@ -605,9 +626,61 @@ def _codec_header(reader: ContainerReader) -> dict:
         problem = "the per-band statistics do not match the band count"
     elif not isinstance(h.get("model"), dict) or not isinstance(h.get("quality"), int):
         problem = "the model or quality is missing"
+    elif not all(_band_entry_ok(b) for b in h["bands"]):
+        problem = "the per-band statistics are damaged"
+    elif not _grid_ok(h["grid"]) or not _geo_ok(h):
+        problem = "the tile grid or geospatial metadata is damaged"
     if problem:
         raise ContainerError(f"{reader.name}: {problem}")
     return h
+
+
+def _finite(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _band_entry_ok(band: object) -> bool:
+    """What BandWriter reads of a band: a finite normalisation offset and gain (hostile files lie)."""
+    if not (isinstance(band, dict) and isinstance(band.get("stats"), dict)):
+        return False
+    offset, gain = band["stats"].get("offset_db"), band.get("gain_db", 0.0)
+    return _finite(offset) and _finite(gain) and abs(offset) <= 1e4 and abs(gain) <= 1e3  # dB: physical bounds
+
+
+def _grid_ok(grid: dict) -> bool:
+    """The recorded decoder geometry: a damaged value is a bad file (exit 1), not a usage error (4)."""
+    tile, overlap, chunk = grid.get("tile_size", 256), grid.get("overlap", 64), grid["chunk"]
+    ints = all(isinstance(v, int) and not isinstance(v, bool) for v in (tile, overlap, chunk))
+    return (ints and STRIDE <= tile <= 16384 and tile % STRIDE == 0 and 0 <= overlap and overlap % STRIDE == 0
+            and 2 * overlap <= tile and chunk <= 4096)
+
+
+def _geo_ok(header: dict) -> bool:
+    """Dry-run the geospatial metadata on a 1x1 in-memory GeoTIFF, exactly as the decoder will apply it.
+
+    The ``geo`` object is free-form JSON; a hostile or damaged value (a transform that is not a list,
+    a tag dict that is a number) must be a damaged-file error at open, not a crash after decoding.
+    """
+    import warnings
+
+    from rasterio.io import MemoryFile
+
+    meta = header.get("geo", {})
+    if not isinstance(meta, dict):
+        return False
+    bands = header["shape"][0]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # NotGeoreferencedWarning for a file without a transform
+            has_valid_crs(meta)
+            nodata_values(meta, bands)
+            profile = profile_from_metadata(meta, width=1, height=1, count=bands,
+                                            dtype=header.get("dtype", "float32"))
+            with MemoryFile() as mem, mem.open(**profile) as ds:
+                apply_geo_metadata(ds, meta)
+    except Exception:  # noqa: BLE001 - whatever the metadata trips over, the file is damaged
+        return False
+    return True
 
 
 class LatentSource:
@@ -683,8 +756,10 @@ class BandWriter:
     """
 
     def __init__(self, out: GeoTiffSink, reader: ContainerReader, index: int, header: dict, source: LatentSource,
-                 out_dtype: np.dtype, nodata: float | None) -> None:
+                 out_dtype: np.dtype, nodata: float | None, *, damage_value: float | None = None) -> None:
         self.out, self.reader, self.index = out, reader, index
+        # what damaged chunks become when the file has no nodata value of its own (salvage)
+        self.damage_value = nodata if nodata is not None else damage_value
         band = header["bands"][index]
         self.offset = float(band["stats"]["offset_db"])
         self.gain = float(band.get("gain_db", 0.0))
@@ -758,8 +833,8 @@ class BandWriter:
             ya, yb = max(row0, cr * c), min(row0 + n, (cr + 1) * c)
             if ya < yb:
                 invalid[ya - row0 : yb - row0, cc * c : (cc + 1) * c] = True
-        if self.nodata is not None and invalid.any():
-            values[invalid] = np.asarray(self.nodata).astype(self.out_dtype)
+        if self.damage_value is not None and invalid.any():
+            values[invalid] = np.asarray(self.damage_value).astype(self.out_dtype)
         self.out.write_rows(row0, values[None], None, indexes=[self.index + 1])
 
     def close(self) -> None:
@@ -815,6 +890,8 @@ def decompress_container(
         elif options.crs:
             warnings.append("the container already has a valid CRS: the CRS option is ignored")
         nodata = nodata_values(meta, bands)[0]
+        # --salvage must mark damaged chunks even in a file without nodata, never invent pixels there
+        damage_value = _salvage_nodata(out_dtype) if options.salvage and nodata is None else None
         grid = header["grid"]
         overlap = grid.get("overlap", 64) if options.overlap is None else options.overlap
         _check_geometry(grid.get("tile_size", 256), overlap)
@@ -826,13 +903,18 @@ def decompress_container(
         damaged: list[int] = []
         lh, lw = -(-height // STRIDE), -(-width // STRIDE)
         final = Path(destination)
-        out = GeoTiffSink(final, profile, finalize=lambda ds: apply_geo_metadata(ds, meta),
-                          commit_on_close=not options.cog)
-        weight_sink = _weight_map_sink(options.weight_map, meta, height, width, 1) if options.weight_map else None
-        try:
+
+        def finalize(ds) -> None:
+            apply_geo_metadata(ds, meta)
+            if damaged and damage_value is not None:
+                ds.nodata = damage_value
+
+        out = GeoTiffSink(final, profile, finalize=finalize, commit_on_close=not options.cog)
+        try:  # from here on every failure must remove out's temporary file (an unwritable weight map too)
+            weight_sink = _weight_map_sink(options.weight_map, meta, height, width, 1) if options.weight_map else None
             for i in range(bands):
                 src = LatentSource(reader, i, coder, lh, lw, grid["chunk"], salvage=options.salvage, damaged=damaged)
-                writer = BandWriter(out, reader, i, header, src, out_dtype, nodata)
+                writer = BandWriter(out, reader, i, header, src, out_dtype, nodata, damage_value=damage_value)
                 decoder = TileModel(lambda t, q=quality: model.synthesis(t, q), scale=STRIDE, multiple_of=1,
                                     in_channels=model.latent_channels, out_channels=1, module=model,
                                     name=f"decompress band {i + 1}/{bands}")
@@ -849,12 +931,21 @@ def decompress_container(
             if options.cog:
                 out.tmp.unlink(missing_ok=True)
     if damaged:
-        warnings.append(f"damaged chunks {sorted(set(damaged))} were decoded as nodata (--salvage)")
+        warnings.append(f"damaged chunks {sorted(set(damaged))} were decoded as nodata (--salvage)"
+                        + (f"; the file had no nodata value, so {damage_value} became the output's nodata"
+                           if damage_value is not None else ""))
     return DecompressResult(
         input=str(source), output=str(destination), width=width, height=height, bands=bands, dtype=out_dtype.name,
         device=report.device, seconds=time.monotonic() - t0, damaged_chunks=sorted(set(damaged)), warnings=warnings,
         batch_size=report.batch_size,
     )
+
+
+def _salvage_nodata(dtype: np.dtype) -> float:
+    """A nodata value for marking damaged chunks: NaN for floats, 0 (unsigned) or the minimum (signed)."""
+    if dtype.kind == "f":
+        return float("nan")
+    return 0.0 if dtype.kind == "u" else float(np.iinfo(dtype).min)
 
 
 def _to_cog(tmp: Path, final: Path, profile: dict) -> None:
