@@ -813,21 +813,37 @@ def run_each(ctx: RunContext, jobs: list[Job], work: Callable[[RunContext, Job, 
                 raise KeyboardInterrupt(str(exc)) from exc  # main() says "interrupted", once
             code = _report(exc, job.source_name, ctx.args.debug, scratch.shown)
             first = first or code
+            if _torchrun_rank() is not None:
+                break  # torchrun ranks must stay on the same file: after a failure none goes on
         finally:
             scratch.cleanup()
             _release([job])
     return first
 
 
+def _torchrun_rank() -> int | None:
+    """This process's rank when started by torchrun (``sarcodec.distributed`` runs the job), else None."""
+    from sarcodec.distributed import is_distributed
+
+    return int(os.environ["RANK"]) if is_distributed() else None
+
+
+def _refuse_stdio_under_torchrun(job: Job, rank: int | None) -> None:
+    if rank is not None and STDIO in (job.source, job.destination):
+        raise UsageError("standard input/output ('-') cannot be used under torchrun: every rank opens the files")
+
+
 def _compress_one(ctx: RunContext, job: Job, scratch: Scratch) -> None:
     args = ctx.args
+    rank = _torchrun_rank()
+    _refuse_stdio_under_torchrun(job, rank)
     _check_source(job)
     if job.name:
         scratch.aliases[job.source] = job.name
     _check_destination(job, args.overwrite, ctx.taken)
     source = _spool_stdin(scratch, RASTER_SUFFIX) if job.source == STDIO else job.source
     info = _pipeline().inspect_raster(source)
-    crs = resolve_crs(job.source_name, info.has_valid_crs, args.crs, interactive=_interactive())
+    crs = resolve_crs(job.source_name, info.has_valid_crs, args.crs, interactive=_interactive() and rank is None)
     crs_warned = not info.has_valid_crs and crs is None
     destination = str(scratch.path / "stdout.npz") if job.destination == STDIO else job.destination
     assert ctx.model is not None
@@ -842,8 +858,15 @@ def _compress_one(ctx: RunContext, job: Job, scratch: Scratch) -> None:
         weight_map=_weight_map_for(args, job),
         estimate_quality=args.estimate_quality,
     )
-    with make_progress(prefix=job.source_name, quiet=args.quiet, cancel=ctx.cancel) as progress:
-        result = _pipeline().compress_raster(source, destination, options, progress)
+    with make_progress(prefix=job.source_name, quiet=args.quiet or bool(rank), cancel=ctx.cancel) as progress:
+        if rank is None:
+            result = _pipeline().compress_raster(source, destination, options, progress)
+        else:
+            from sarcodec.distributed import distributed_compress
+
+            result = distributed_compress(source, destination, options, progress)
+    if result is None:  # a torchrun rank other than 0: rank 0 wrote the output and reports it
+        return
     for warning in _unreported_warnings(result.warnings, progress, crs_warned=crs_warned):
         _say(sys.stderr, _warn_line(f"{job.source_name}: {scratch.shown(warning)}"))
     if job.destination == STDIO:
@@ -872,12 +895,14 @@ def compress_summary(job: Job, result: Any) -> str:
 
 def _decompress_one(ctx: RunContext, job: Job, scratch: Scratch) -> None:
     args = ctx.args
+    rank = _torchrun_rank()
+    _refuse_stdio_under_torchrun(job, rank)
     _check_source(job)
     _check_destination(job, args.overwrite, ctx.taken)
     source = _spool_stdin(scratch, COMPRESSED_SUFFIX) if job.source == STDIO else job.source
     header = _pipeline().container_info(source)
     valid_crs = _container_has_valid_crs(header)
-    crs = resolve_crs(job.source_name, valid_crs, args.crs, interactive=_interactive())
+    crs = resolve_crs(job.source_name, valid_crs, args.crs, interactive=_interactive() and rank is None)
     crs_warned = valid_crs is False and crs is None
     destination = str(scratch.path / "stdout.tif") if job.destination == STDIO else job.destination
     options = _pipeline().DecompressOptions(
@@ -892,8 +917,15 @@ def _decompress_one(ctx: RunContext, job: Job, scratch: Scratch) -> None:
         weight_map=_weight_map_for(args, job),
         salvage=args.salvage,
     )
-    with make_progress(prefix=job.source_name, quiet=args.quiet, cancel=ctx.cancel) as progress:
-        result = _pipeline().decompress_container(source, destination, options, progress)
+    with make_progress(prefix=job.source_name, quiet=args.quiet or bool(rank), cancel=ctx.cancel) as progress:
+        if rank is None:
+            result = _pipeline().decompress_container(source, destination, options, progress)
+        else:
+            from sarcodec.distributed import distributed_decompress
+
+            result = distributed_decompress(source, destination, options, progress)
+    if result is None:  # a torchrun rank other than 0: rank 0 wrote the output and reports it
+        return
     for warning in _unreported_warnings(result.warnings, progress, crs_warned=crs_warned):
         _say(sys.stderr, _warn_line(f"{job.source_name}: {scratch.shown(warning)}"))
     if result.damaged_chunks and not any("damaged" in w for w in result.warnings):
