@@ -193,3 +193,30 @@ def test_cancel_leaves_no_container(write_geotiff, tmp_path, small_model):
     with pytest.raises(Cancelled):
         compress_raster(src, tmp_path / "c.npz", CompressOptions(model_path=small_model), progress)
     assert sorted(os.listdir(tmp_path)) == ["scene.tif"]
+
+
+def test_tiles_the_model_fails_on_come_back_exactly(write_geotiff, tmp_path, small_model, monkeypatch):
+    """A tile whose latents are non-finite is stored losslessly: its pixels return bit-exact."""
+    from sarcodec.codec.model import SarCodec
+
+    scene = speckled_scene(600, 600, seed=11)
+    scene[300:320, 300:320] = 60000  # a very bright target the (patched) model cannot code
+    src = write_geotiff(scene)
+    original = SarCodec.analysis
+
+    def failing_analysis(self, x, quality):
+        y = original(self, x, quality)
+        bright = x.flatten(1).amax(dim=1) > 3.5
+        y[bright] = float("nan")
+        return y
+
+    monkeypatch.setattr(SarCodec, "analysis", failing_analysis)
+    npz = tmp_path / "scene.npz"
+    res = compress_raster(src, npz, CompressOptions(model_path=small_model))
+    monkeypatch.setattr(SarCodec, "analysis", original)
+    assert res.bad_tiles >= 1
+    decompress_container(npz, tmp_path / "back.tif", DecompressOptions(model_path=small_model))
+    with rasterio.open(tmp_path / "back.tif") as b:
+        back = b.read(1)
+    np.testing.assert_array_equal(back[300:320, 300:320], scene[300:320, 300:320])
+    assert container_info(npz)["bands"][0]["uncodable_pixels"] > 0

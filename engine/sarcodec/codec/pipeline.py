@@ -332,10 +332,21 @@ class LatentChunkSink:
         self._sampled = set(range(step // 2, n_chunks, step)) or {0}
         self.samples: dict[tuple[int, int], QualitySample] = {}
         self.uncodable_pixels = 0
+        self.core_margin = 0  # latents at each inner tile edge that belong to the neighbour (overlap / 2)
 
     def bad_tile(self, tile: Tile, tile_input: np.ndarray, reason: str) -> np.ndarray:
-        """Engine fallback: remember the tile's pixels for lossless storage, code zeros meanwhile."""
-        self.bad_windows.append((tile.y0, tile.x0, tile.height, tile.width))
+        """Engine fallback: remember the pixels of the tile's core for lossless storage, code zeros meanwhile.
+
+        Only the core (the latents this tile alone provides) is registered: its rows are final before
+        the chunk rows holding them are coded, so what is stored never depends on batch timing or on
+        torchrun shard edges.
+        """
+        m = self.core_margin
+        y0 = tile.row.out_start + (0 if tile.row.lead_border else m)
+        y1 = tile.row.out_start + tile.row.out_size - (0 if tile.row.trail_border else m)
+        x0 = tile.col.out_start + (0 if tile.col.lead_border else m)
+        x1 = tile.col.out_start + tile.col.out_size - (0 if tile.col.trail_border else m)
+        self.bad_windows.append((y0 * STRIDE, x0 * STRIDE, (y1 - y0) * STRIDE, (x1 - x0) * STRIDE))
         return np.zeros((self.coder.latent_channels, tile.row.out_size, tile.col.out_size), np.float32)
 
     def write_rows(self, row0: int, block: np.ndarray, valid: np.ndarray | None = None) -> None:
@@ -501,6 +512,7 @@ def encode_band(plan: CompressPlan, ds, index: int, writer, options: CompressOpt
     sink = LatentChunkSink(ds=ds, band=band, index=index, domain=domain, nodata=plan.nodatas[index],
                            model=plan.model, quality=plan.quality, coder=plan.coder, writer=writer,
                            offset_db=offset, latent_height=lh, latent_width=lw, first_chunk_row=rows.start)
+    sink.core_margin = options.overlap // STRIDE // 2
     model, q = plan.model, plan.quality
     encoder = TileModel(lambda t: model.analysis(t, q), scale=Fraction(1, STRIDE), multiple_of=STRIDE,
                         in_channels=1, out_channels=model.latent_channels, module=model,
