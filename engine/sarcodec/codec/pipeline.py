@@ -869,6 +869,57 @@ def _creation_options(options: DecompressOptions, dtype: np.dtype) -> dict:
     return opts
 
 
+@dataclass
+class DecodePlan:
+    """What decompression decides before decoding: shared by one process and by torchrun ranks."""
+
+    header: dict
+    model: SarCodec
+    quality: int
+    out_dtype: np.dtype
+    meta: dict
+    nodata: float | None
+    overlap: int
+    profile: dict
+    warnings: list[str]
+    damage_value: float | None = None  # marks damaged chunks (--salvage) in a file without nodata
+
+
+def plan_decompression(reader: ContainerReader, options: DecompressOptions) -> DecodePlan:
+    """Validate the header, options and model, and build the output profile (metadata included)."""
+    if options.output_dtype is not None and str(options.output_dtype) not in OUTPUT_DTYPES:
+        raise UsageError(f"output dtype must be one of {', '.join(OUTPUT_DTYPES)}, got {options.output_dtype!r}")
+    header = _codec_header(reader)
+    model, model_path, sha = load_model(options.model_path)
+    if sha != header["model"].get("sha256"):
+        raise ModelError(
+            f"{reader.name} was compressed with model {header['model'].get('id')!r} "
+            f"(sha256 {str(header['model'].get('sha256'))[:12]}...), but {model_path} has sha256 {sha[:12]}...; "
+            "pass the matching --model")
+    quality = header["quality"]
+    if not 1 <= quality <= model.n_qualities:
+        raise ContainerError(f"{reader.name}: quality {quality} is outside the model's 1..{model.n_qualities}")
+    bands, height, width = header["shape"]
+    out_dtype = np.dtype(options.output_dtype or header["dtype"])
+    meta = dict(header.get("geo") or {})
+    warnings: list[str] = []
+    if options.crs and not has_valid_crs(meta):
+        meta = with_crs(meta, options.crs)
+    elif options.crs:
+        warnings.append("the container already has a valid CRS: the CRS option is ignored")
+    grid = header["grid"]
+    overlap = grid.get("overlap", 64) if options.overlap is None else options.overlap
+    _check_geometry(grid.get("tile_size", 256), overlap)
+    profile = profile_from_metadata(meta, width=width, height=height, count=bands, dtype=out_dtype,
+                                    **_creation_options(options, out_dtype))
+    if bands > 1:
+        profile["interleave"] = "band"  # each band is written in full before the next
+    nodata = nodata_values(meta, bands)[0]
+    # --salvage must mark damaged chunks even in a file without nodata, never invent pixels there
+    damage_value = _salvage_nodata(out_dtype) if options.salvage and nodata is None else None
+    return DecodePlan(header, model, quality, out_dtype, meta, nodata, overlap, profile, warnings, damage_value)
+
+
 def decompress_container(
     source: str | Path,
     destination: str | Path,
@@ -879,38 +930,14 @@ def decompress_container(
     t0 = time.monotonic()
     options = options or DecompressOptions()
     progress = progress or NullProgress()
-    if options.output_dtype is not None and str(options.output_dtype) not in OUTPUT_DTYPES:
-        raise UsageError(f"output dtype must be one of {', '.join(OUTPUT_DTYPES)}, got {options.output_dtype!r}")
     policy = DevicePolicy(options.device, options.batch_size)
     with ContainerReader(source) as reader:
-        header = _codec_header(reader)
-        model, model_path, sha = load_model(options.model_path)
-        if sha != header["model"].get("sha256"):
-            raise ModelError(
-                f"{reader.name} was compressed with model {header['model'].get('id')!r} "
-                f"(sha256 {str(header['model'].get('sha256'))[:12]}...), but {model_path} has sha256 {sha[:12]}...; "
-                "pass the matching --model")
-        quality = header["quality"]
-        if not 1 <= quality <= model.n_qualities:
-            raise ContainerError(f"{reader.name}: quality {quality} is outside the model's 1..{model.n_qualities}")
+        plan = plan_decompression(reader, options)
+        header, model, quality, out_dtype = plan.header, plan.model, plan.quality, plan.out_dtype
+        meta, nodata, overlap, profile, warnings = plan.meta, plan.nodata, plan.overlap, plan.profile, plan.warnings
         bands, height, width = header["shape"]
-        out_dtype = np.dtype(options.output_dtype or header["dtype"])
-        meta = dict(header.get("geo") or {})
-        warnings: list[str] = []
-        if options.crs and not has_valid_crs(meta):
-            meta = with_crs(meta, options.crs)
-        elif options.crs:
-            warnings.append("the container already has a valid CRS: the CRS option is ignored")
-        nodata = nodata_values(meta, bands)[0]
-        # --salvage must mark damaged chunks even in a file without nodata, never invent pixels there
-        damage_value = _salvage_nodata(out_dtype) if options.salvage and nodata is None else None
         grid = header["grid"]
-        overlap = grid.get("overlap", 64) if options.overlap is None else options.overlap
-        _check_geometry(grid.get("tile_size", 256), overlap)
-        profile = profile_from_metadata(meta, width=width, height=height, count=bands, dtype=out_dtype,
-                                        **_creation_options(options, out_dtype))
-        if bands > 1:
-            profile["interleave"] = "band"  # each band is written in full before the next
+        damage_value = plan.damage_value
         coder = _latent_coder(model)
         damaged: list[int] = []
         lh, lw = -(-height // STRIDE), -(-width // STRIDE)
