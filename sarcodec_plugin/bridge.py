@@ -23,6 +23,9 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterNumber,
     QgsProviderRegistry,
     QgsRasterLayer,
 )
@@ -224,6 +227,26 @@ class SarcodecAlgorithm(QgsProcessingAlgorithm):
         """Add a parameter under the dialog's "Advanced parameters" group."""
         parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
         self.addParameter(parameter)
+
+    def addEngineParameters(self, model_label: str) -> None:  # noqa: N802 - Qt naming
+        """DEVICE, BATCH_SIZE and MODEL: the engine options compress and decompress share, declared once."""
+        self.addAdvanced(
+            QgsProcessingParameterEnum(
+                "DEVICE", "Device", options=list(DEVICES), defaultValue="auto", usesStaticStrings=True,
+            )
+        )
+        self.addAdvanced(
+            QgsProcessingParameterNumber(
+                "BATCH_SIZE", "Batch size (0 = automatic)", QgsProcessingParameterNumber.Integer,
+                defaultValue=0, minValue=0, maxValue=4096,
+            )
+        )
+        self.addAdvanced(
+            QgsProcessingParameterFile(
+                "MODEL", model_label, optional=True,
+                fileFilter="sarcodec checkpoints (*.pt *.pth *.ckpt);;All files (*.*)",
+            )
+        )
 
     def checkParameterValues(self, parameters: dict, context: QgsProcessingContext) -> tuple[bool, str]:  # noqa: N802
         """Let processAlgorithm explain a bad INPUT in one line instead of Processing's generic message."""

@@ -11,15 +11,12 @@ from qgis.core import (
     QgsProcessingOutputNumber,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterCrs,
-    QgsProcessingParameterEnum,
-    QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
 )
 
 from .bridge import (
-    DEVICES,
     SarcodecAlgorithm,
     crs_text,
     load_engine,
@@ -80,23 +77,7 @@ class CompressAlgorithm(SarcodecAlgorithm):
                 defaultValue=64, minValue=0, maxValue=4096,
             )
         )
-        self.addAdvanced(
-            QgsProcessingParameterEnum(
-                "DEVICE", "Device", options=list(DEVICES), defaultValue="auto", usesStaticStrings=True,
-            )
-        )
-        self.addAdvanced(
-            QgsProcessingParameterNumber(
-                "BATCH_SIZE", "Batch size (0 = automatic)", QgsProcessingParameterNumber.Integer,
-                defaultValue=0, minValue=0, maxValue=4096,
-            )
-        )
-        self.addAdvanced(
-            QgsProcessingParameterFile(
-                "MODEL", "Model file (empty = shipped default model)", optional=True,
-                fileFilter="sarcodec checkpoints (*.pt *.pth *.ckpt);;All files (*.*)",
-            )
-        )
+        self.addEngineParameters("Model file (empty = shipped default model)")
         self.addAdvanced(
             QgsProcessingParameterBoolean(
                 "ESTIMATE_QUALITY", "Estimate quality (decode a sample of tiles for RMSE/PSNR)", defaultValue=True

@@ -18,7 +18,6 @@ from qgis.core import (
 )
 
 from .bridge import (
-    DEVICES,
     OUTPUT_DTYPES,
     TIFF_COMPRESSIONS,
     SarcodecAlgorithm,
@@ -80,23 +79,7 @@ class DecompressAlgorithm(SarcodecAlgorithm):
                 QgsProcessingParameterNumber.Integer, defaultValue=-1, minValue=-1, maxValue=4096,
             )
         )
-        self.addAdvanced(
-            QgsProcessingParameterEnum(
-                "DEVICE", "Device", options=list(DEVICES), defaultValue="auto", usesStaticStrings=True,
-            )
-        )
-        self.addAdvanced(
-            QgsProcessingParameterNumber(
-                "BATCH_SIZE", "Batch size (0 = automatic)", QgsProcessingParameterNumber.Integer,
-                defaultValue=0, minValue=0, maxValue=4096,
-            )
-        )
-        self.addAdvanced(
-            QgsProcessingParameterFile(
-                "MODEL", "Model file (empty = the model named in the container)", optional=True,
-                fileFilter="sarcodec checkpoints (*.pt *.pth *.ckpt);;All files (*.*)",
-            )
-        )
+        self.addEngineParameters("Model file (empty = the model named in the container)")
         self.addAdvanced(
             QgsProcessingParameterBoolean("SALVAGE", "Salvage damaged containers (damaged chunks become nodata)",
                                           defaultValue=False)

@@ -51,6 +51,24 @@ def write_geotiff(tmp_path):
     return _write
 
 
+def random_checkpoint(path: Path, *, latent_channels: int = 24, hyper_channels: int = 8,
+                      model_id: str = "tiny-test") -> Path:
+    """A structurally real, randomly initialised checkpoint: fast, and independent of training."""
+    import torch
+
+    from sarcodec.codec.model import SarCodec, save_checkpoint
+
+    torch.manual_seed(0)
+    model = SarCodec(n_channels=16, latent_channels=latent_channels, hyper_channels=hyper_channels, n_qualities=5)
+    save_checkpoint(model, path, metadata={"model_id": model_id})
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    return random_checkpoint(tmp_path_factory.mktemp("model") / "tiny.pt")
+
+
 @pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

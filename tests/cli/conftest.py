@@ -22,19 +22,6 @@ ENGINE = REPO / "engine"
 NODATA = 0
 
 
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> Path:
-    import torch
-
-    from sarcodec.codec.model import SarCodec, save_checkpoint
-
-    torch.manual_seed(0)
-    model = SarCodec(n_channels=16, latent_channels=24, hyper_channels=8, n_qualities=5)
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    save_checkpoint(model, path, metadata={"model_id": "tiny-test"})
-    return path
-
-
 @pytest.fixture(autouse=True)
 def default_model(tiny_model, monkeypatch) -> Path:
     """Every test's default model is the tiny one (in-process and in subprocesses)."""

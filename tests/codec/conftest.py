@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
-from sarcodec.codec.model import SarCodec, save_checkpoint
+from tests.conftest import random_checkpoint
 
 
 @pytest.fixture(scope="session")
 def small_model(tmp_path_factory):
-    torch.manual_seed(0)
-    model = SarCodec(n_channels=16, latent_channels=32, hyper_channels=16, n_qualities=5)
-    path = tmp_path_factory.mktemp("models") / "small.pt"
-    save_checkpoint(model, path, metadata={"model_id": "test-small"})
-    return path
+    return random_checkpoint(tmp_path_factory.mktemp("models") / "small.pt", latent_channels=32,
+                             hyper_channels=16, model_id="test-small")

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import random_checkpoint
+
 from .safe_fixture import PRODUCT, build_safe, zip_safe
 
 REPO = Path(__file__).resolve().parents[2]
@@ -23,15 +25,8 @@ LAUNCH_TIMEOUT_S = 120
 
 @pytest.fixture(scope="session")
 def dist_model(tmp_path_factory) -> Path:
-    import torch
-
-    from sarcodec.codec.model import SarCodec, save_checkpoint
-
-    torch.manual_seed(0)
-    model = SarCodec(n_channels=16, latent_channels=32, hyper_channels=16, n_qualities=5)
-    path = tmp_path_factory.mktemp("dist-models") / "small.pt"
-    save_checkpoint(model, path, metadata={"model_id": "test-small"})
-    return path
+    return random_checkpoint(tmp_path_factory.mktemp("dist-models") / "small.pt", latent_channels=32,
+                             hyper_channels=16, model_id="test-small")
 
 
 @pytest.fixture(scope="session")

@@ -30,20 +30,6 @@ from tests.conftest import speckled_scene
 TEMP_MARKERS = (".part", ".spill")
 
 
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> Path:
-    """A structurally real but tiny, randomly initialised checkpoint: fast and independent of training."""
-    import torch
-
-    from sarcodec.codec.model import SarCodec, save_checkpoint
-
-    torch.manual_seed(0)
-    model = SarCodec(n_channels=16, latent_channels=24, hyper_channels=8, n_qualities=5)
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    save_checkpoint(model, path, metadata={"model_id": "tiny-test"})
-    return path
-
-
 @pytest.fixture(autouse=True)
 def default_model(tiny_model, monkeypatch) -> Path:
     """Every run (in-process, subprocess, QGIS algorithm) uses the tiny model by default."""
