@@ -22,7 +22,7 @@ Chunk bitstream (all little endian)::
 
 Symbols: ``z`` is clipped to ``[-Z_RADIUS, Z_RADIUS]`` and ``q`` to ``[-Y_RADIUS, Y_RADIUS]``; the
 outermost bins of every table carry the tail mass, so clipping is always encodable (it only
-distorts latents beyond +-1023 quantisation steps, which the trained model does not produce).
+distorts latents beyond +-4095 quantisation steps, which the trained model does not produce).
 Only the ``h x w`` latents of the chunk are coded; the padding to a multiple of ``hyper_stride``
 (edge replication) only feeds ``h_a``.
 """
@@ -44,8 +44,8 @@ from sarcodec.errors import ContainerError
 CHUNK_FORMAT = 1
 N_SCALES = 64
 SCALE_MIN = SCALE_BOUND
-SCALE_MAX = 64.0
-Y_RADIUS = 1023
+SCALE_MAX = 256.0
+Y_RADIUS = 4095
 Z_RADIUS = 127
 _HEADER = struct.Struct("<BI")
 

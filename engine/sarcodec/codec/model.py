@@ -7,13 +7,18 @@ and the 16-bit dynamic range survives without clipping.
 Architecture (one checkpoint, ``n_qualities`` operating points):
 
 - analysis ``g_a``: pixel-unshuffle by 2, then strided convolutions with GDN down to stride 16.
-  A space-to-depth first layer keeps the cost near 6.1k multiply-adds per input pixel (same for the
-  synthesis), which is what lets compress and decompress both reach >= 1 MP/s on two CPU cores
-  including tile overlap.
-- ``M = 192`` latent channels (0.75 latent values per pixel): Sentinel-1 speckle is nearly white at
-  the pixel scale, and a PCA of 16x16 blocks of our GRD data leaves 0.85 dB RMSE with 96
-  components but 0.30 dB with 192, so 96 channels could never reach the high-quality levels.
-- synthesis ``g_s``: the mirror image with IGDN and a final pixel-shuffle.
+  A space-to-depth first layer keeps the cost near 6.5k multiply-adds per input pixel (same for
+  the synthesis ``g_s``, its mirror image with IGDN), which is what lets compress and decompress
+  both reach >= 1 MP/s on two CPU cores including tile overlap.
+- ``M = 256`` latent channels = 16*16: the transform is critically sampled, like JPEG2000's.
+  Sentinel-1 speckle is nearly white at the pixel scale; a PCA of 16x16 blocks of our GRD data
+  leaves 0.85 dB RMSE with 96 components and 0.30 dB with 192, so any M < 256 puts a floor under
+  the high-quality levels that JPEG2000 does not have (measured: M=192 saturated at 0.58 dB).
+- a linear 16x16 block-transform bypass in parallel to both (``a_lin``/``s_lin``, 256 more
+  multiply-adds per pixel), initialised by training to the PCA basis of the training blocks; the GDN
+  branches start at zero output and learn a nonlinear refinement. Measured on our data: the purely
+  nonlinear transforms stalled above 2 dB RMSE within a CPU-hour budget; the bypass starts at
+  JPEG-like quality at step 0.
 - hyperprior ``h_a``/``h_s`` (4x further down): gives a mean and a scale per latent (Gaussian
   conditional); ``z`` has a non-parametric factorized prior per channel.
 - variable rate: learned per-channel gain vectors (one per quality) multiply ``y`` before
@@ -187,7 +192,7 @@ class SarCodec(nn.Module):
     stride = 16
     hyper_stride = 4
 
-    def __init__(self, n_channels: int = 64, latent_channels: int = 192, hyper_channels: int = 64,
+    def __init__(self, n_channels: int = 64, latent_channels: int = 256, hyper_channels: int = 64,
                  n_qualities: int = 5) -> None:
         super().__init__()
         n, m, nz = n_channels, latent_channels, hyper_channels
@@ -209,6 +214,19 @@ class SarCodec(nn.Module):
             _deconv(n, 4),
             nn.PixelShuffle(2),
         )
+        # Linear block-transform bypass (stride 16, one 16x16 block per latent position): initialised
+        # to the data's KLT/PCA basis so training starts from a working transform codec; the GDN
+        # branches (zero-initialised output layers) then learn the nonlinear refinement. Measured:
+        # without it the nonlinear transforms stall at ~2.2 dB RMSE on speckle after 2000 steps.
+        self.a_lin = nn.Conv2d(1, m, self.stride, stride=self.stride, bias=False)
+        self.s_lin = nn.ConvTranspose2d(m, 1, self.stride, stride=self.stride, bias=False)
+        with torch.no_grad():
+            g = torch.Generator().manual_seed(0)
+            q, _ = torch.linalg.qr(torch.randn(self.stride * self.stride, m, generator=g))
+            self.set_linear_basis(q.T.contiguous(), 4.0)
+            for layer in (self.g_a[-1], self.g_s[-2]):
+                layer.weight.zero_()
+                layer.bias.zero_()
         self.h_a = nn.Sequential(
             _conv(m, n, 3, 1), nn.LeakyReLU(inplace=True),
             _conv(n, n), nn.LeakyReLU(inplace=True),
@@ -220,12 +238,24 @@ class SarCodec(nn.Module):
             nn.Conv2d(n * 3 // 2, 2 * m, 1),  # 1x1: the deconvs give context; 3x3 here cost 3x the FLOPs
         )
         self.z_prior = FactorizedPrior(nz)
-        # Log-gains: quality q gets exp(log_gain[q-1]). Initialised a factor ~1.6 apart so the
+        # Log-gains: quality q gets exp(log_gain[q-1]). Initialised a factor ~1.9 apart so the
         # levels start ordered by rate; training then refines them per channel.
-        steps = torch.linspace(-1.0, 1.0, n_qualities).reshape(n_qualities, 1) if n_qualities > 1 else \
+        steps = torch.linspace(-1.5, 1.0, n_qualities).reshape(n_qualities, 1) if n_qualities > 1 else \
             torch.zeros(1, 1)
         self.log_gain = nn.Parameter(steps.repeat(1, m) * 1.0)
         self.log_inv_gain = nn.Parameter(-steps.repeat(1, m) * 1.0)
+
+    @torch.no_grad()
+    def set_linear_basis(self, basis: Tensor, scale: float) -> None:
+        """Set the linear bypass to ``scale * basis`` (analysis) and ``basis / scale`` (synthesis).
+
+        ``basis`` is (M, stride*stride) with orthonormal rows (e.g. the top-M PCA components of
+        16x16 blocks), so the bypass alone is an orthogonal block-transform codec.
+        """
+        k = self.stride
+        w = basis.to(torch.float32).reshape(self.latent_channels, 1, k, k)
+        self.a_lin.weight.copy_(w * scale)
+        self.s_lin.weight.copy_(w / scale)
 
     # ------------------------------------------------------------------ configuration
     @property
@@ -238,28 +268,36 @@ class SarCodec(nn.Module):
             "n_qualities": self.n_qualities,
         }
 
-    def _check_quality(self, quality: int) -> int:
+    def _quality_index(self, quality: int | Tensor) -> int | Tensor:
+        if isinstance(quality, Tensor):
+            # Training: one quality per sample, so every batch mixes all rate points.
+            if quality.numel() and (int(quality.min()) < 1 or int(quality.max()) > self.n_qualities):
+                raise ValueError(f"quality must be in 1..{self.n_qualities}")
+            return quality.long() - 1
         if not 1 <= int(quality) <= self.n_qualities:
             raise ValueError(f"quality must be in 1..{self.n_qualities}, got {quality}")
         return int(quality) - 1
 
-    def gain(self, quality: int) -> Tensor:
-        """Per-channel gain applied to ``y`` before quantisation (shape (1, M, 1, 1))."""
-        return torch.exp(self.log_gain[self._check_quality(quality)]).reshape(1, -1, 1, 1)
+    def gain(self, quality: int | Tensor) -> Tensor:
+        """Per-channel gain applied to ``y`` before quantisation, shape (1 or B, M, 1, 1)."""
+        g = torch.exp(self.log_gain[self._quality_index(quality)])
+        return g.reshape(-1, self.latent_channels, 1, 1)
 
-    def inverse_gain(self, quality: int) -> Tensor:
-        """Per-channel gain applied to ``y_hat`` before synthesis (shape (1, M, 1, 1))."""
-        return torch.exp(self.log_inv_gain[self._check_quality(quality)]).reshape(1, -1, 1, 1)
+    def inverse_gain(self, quality: int | Tensor) -> Tensor:
+        """Per-channel gain applied to ``y_hat`` before synthesis, shape (1 or B, M, 1, 1)."""
+        g = torch.exp(self.log_inv_gain[self._quality_index(quality)])
+        return g.reshape(-1, self.latent_channels, 1, 1)
 
     # ------------------------------------------------------------------ transforms
-    def analysis(self, x: Tensor, quality: int) -> Tensor:
+    def analysis(self, x: Tensor, quality: int | Tensor) -> Tensor:
         """(B,1,H,W) normalised log image -> (B,M,H/16,W/16) gained latents, not rounded."""
-        y = self.g_a(x)
+        y = self.a_lin(x) + self.g_a(x)
         return y * self.gain(quality).to(y.dtype)
 
-    def synthesis(self, y_hat: Tensor, quality: int) -> Tensor:
+    def synthesis(self, y_hat: Tensor, quality: int | Tensor) -> Tensor:
         """(B,M,h,w) quantised latents -> (B,1,16h,16w) reconstruction (inverse gain applied)."""
-        return self.g_s(y_hat * self.inverse_gain(quality).to(y_hat.dtype))
+        y = y_hat * self.inverse_gain(quality).to(y_hat.dtype)
+        return self.s_lin(y) + self.g_s(y)
 
     def entropy_parameters(self, z_hat: Tensor) -> tuple[Tensor, Tensor]:
         """Mean and (unbounded) scale of each latent from the decoded hyper-latents."""
@@ -267,7 +305,7 @@ class SarCodec(nn.Module):
         return mu, scale
 
     # ------------------------------------------------------------------ training
-    def forward(self, x: Tensor, quality: int) -> dict[str, Tensor]:
+    def forward(self, x: Tensor, quality: int | Tensor) -> dict[str, Tensor]:
         """Training/evaluation pass with quantisation proxies.
 
         ``z`` and the rate of ``y`` use additive uniform noise; the synthesis sees the
@@ -289,15 +327,16 @@ class SarCodec(nn.Module):
         y_lik = gaussian_likelihood(y_tilde, mu, scale)
         y_hat = mu + (y - mu + (torch.round(y - mu) - (y - mu)).detach())
         x_hat = self.synthesis(y_hat, quality)
-        n_pix = x.shape[0] * x.shape[2] * x.shape[3]
-        bits_y = -torch.log2(y_lik).sum()
-        bits_z = -torch.log2(z_lik).sum()
+        n_pix = x.shape[2] * x.shape[3]
+        bits_y = -torch.log2(y_lik).sum(dim=(1, 2, 3))
+        bits_z = -torch.log2(z_lik).sum(dim=(1, 2, 3))
         return {
             "x_hat": x_hat,
             "likelihoods": {"y": y_lik, "z": z_lik},
-            "bpp": (bits_y + bits_z) / n_pix,
-            "bpp_y": bits_y / n_pix,
-            "bpp_z": bits_z / n_pix,
+            "bpp": (bits_y + bits_z).sum() / (n_pix * x.shape[0]),
+            "bpp_per_sample": (bits_y + bits_z) / n_pix,
+            "bpp_y": bits_y.sum() / (n_pix * x.shape[0]),
+            "bpp_z": bits_z.sum() / (n_pix * x.shape[0]),
         }
 
 

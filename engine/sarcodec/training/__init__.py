@@ -1,0 +1,1 @@
+"""Training pipeline of the default SAR codec weights (``python -m sarcodec.training``)."""
