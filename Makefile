@@ -25,6 +25,7 @@ bench: setup
 
 eval: setup
 	$(PY) bench/rd.py
+	$(PY) bench/tiling_cost.py
 
 model: setup
 	$(PY) -m sarcodec.training --config configs/train_default.toml
