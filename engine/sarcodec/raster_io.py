@@ -131,6 +131,20 @@ class RasterSource:
         return nodata_valid(self._raw(y0, x0, h, w), self.nodata)
 
 
+GDAL_CACHE_MB = 64  # a few rows of blocks even for 100k-pixel-wide scenes; GDAL's default is 5 % of RAM
+
+
+def bounded_gdal_cache() -> Any:
+    """A rasterio environment whose GDAL block cache does not grow with the scene.
+
+    Rows are read and written once, in order, so GDAL's default cache (5 % of RAM) would only fill
+    with blocks we never revisit and make peak memory grow with scene size.
+    """
+    import rasterio
+
+    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB)
+
+
 def temp_path_for(destination: str | os.PathLike, suffix: str = ".part") -> Path:
     """A fresh hidden temporary file next to ``destination`` (same filesystem: rename is atomic)."""
     dest = Path(destination)

@@ -24,7 +24,7 @@ from .blending import CosineWindow, RowBandAccumulator, WindowKind
 from .device import DeviceChoice, DevicePolicy, batch_from_memory, is_oom
 from .errors import OutOfMemoryError, UsageError
 from .progress import NullProgress, Progress, check_cancelled
-from .raster_io import RowSink, TileSource
+from .raster_io import RowSink, TileSource, bounded_gdal_cache
 from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, Tile, TileGrid, as_scale
 
 DEFAULT_MAX_ABS = 1e6
@@ -223,6 +223,29 @@ def run_tiled(
     restricts the run to a band of output rows (a torchrun rank's shard): only the tiles touching
     it run, and only its rows reach the sink, with values identical to those of a full run.
     """
+    with bounded_gdal_cache():
+        return _run_tiled(model, source, sink, tile_size=tile_size, overlap=overlap, window=window, policy=policy,
+                          progress=progress, fallback=fallback, weight_sink=weight_sink, max_abs=max_abs,
+                          order=order, seed=seed, out_rows=out_rows)
+
+
+def _run_tiled(
+    model: TileModel,
+    source: TileSource,
+    sink: RowSink,
+    *,
+    tile_size: int,
+    overlap: int,
+    window: WindowKind,
+    policy: DevicePolicy | None,
+    progress: Progress | None,
+    fallback: BadTileFallback | None,
+    weight_sink: RowSink | None,
+    max_abs: float,
+    order: TileOrder,
+    seed: int,
+    out_rows: tuple[int, int] | None,
+) -> RunReport:
     t0 = time.monotonic()
     progress = progress or NullProgress()
     policy = policy or DevicePolicy()

@@ -34,7 +34,7 @@ from ..geometa import (
     with_crs,
 )
 from ..progress import NullProgress, Progress
-from ..raster_io import GeoTiffSink, RasterSource, atomic_output, padded_read
+from ..raster_io import GeoTiffSink, RasterSource, atomic_output, bounded_gdal_cache, padded_read
 from ..resources import default_model_path
 from ..runner import TileModel, run_tiled
 from ..tiling import Tile
@@ -960,9 +960,10 @@ def decompress_container(
                 report = run_tiled(decoder, src, writer, tile_size=grid.get("tile_size", 256) // STRIDE,
                                    overlap=overlap // STRIDE, window="cosine", policy=policy, progress=progress,
                                    weight_sink=weight_sink if i == 0 else None)
-            out.close()
-            if options.cog:
-                _to_cog(out.tmp, final, profile)
+            with bounded_gdal_cache():
+                out.close()
+                if options.cog:
+                    _to_cog(out.tmp, final, profile)
         except BaseException:
             out.abort()
             raise
