@@ -464,6 +464,26 @@ class _ShardReader:
 # ------------------------------------------------------------------------------------------- compress
 
 
+@contextlib.contextmanager
+def _rank_job(source: Any, destination: Any, options: Any, progress: Progress,
+              timeout_s: float | None) -> Iterator[tuple[RankContext, ShardFolder, Any, Progress]]:
+    """Setup and cleanup every torchrun job shares: rank context, this rank's options and progress,
+    the agreed shard folder; the folder is removed by rank 0 after success and by any rank on failure.
+    """
+    with _sigterm_unwinds():
+        ctx = rank_context(timeout_s, options.device)
+        mine_progress: Progress = progress if ctx.is_root else RankLogProgress(ctx.rank)
+        opts = replace(options, device=ctx.device_for(options.device), weight_map=None)
+        shards = ShardFolder.agree(ctx, source, destination)
+        ok = False
+        try:
+            yield ctx, shards, opts, mine_progress
+            ok = True
+        finally:
+            if ctx.is_root or not ok:
+                shards.remove()
+
+
 def distributed_compress(source: str | os.PathLike[str], destination: str | os.PathLike[str],
                          options: Any = None, progress: Progress | None = None, *,
                          timeout_s: float | None = None) -> Any:
@@ -479,55 +499,45 @@ def distributed_compress(source: str | os.PathLike[str], destination: str | os.P
     t0 = time.monotonic()
     options = options or CompressOptions()
     progress = progress or NullProgress()
-    with _sigterm_unwinds():
-        ctx = rank_context(timeout_s, options.device)
-        mine_progress: Progress = progress if ctx.is_root else RankLogProgress(ctx.rank)
-        opts = replace(options, device=ctx.device_for(options.device), weight_map=None)
-        shards = ShardFolder.agree(ctx, source, destination)
-        ok = False
+    with _rank_job(source, destination, options, progress, timeout_s) as (ctx, shards, opts, mine_progress):
+        plan, error = None, None
         try:
-            plan, error = None, None
+            plan = plan_compression(source, opts)
+        except Exception as exc:  # noqa: BLE001 - reported to every rank at the checkpoint
+            error = exc
+        checkpoint(ctx, error, "planning the compression")
+        assert plan is not None
+        rows = shard_ranges(plan.chunk_rows, ctx.world_size)[ctx.rank]
+        try:
+            writer = ShardWriter(shards, ctx.rank)
             try:
-                plan = plan_compression(source, opts)
-            except Exception as exc:  # noqa: BLE001 - reported to every rank at the checkpoint
-                error = exc
-            checkpoint(ctx, error, "planning the compression")
-            assert plan is not None
-            rows = shard_ranges(plan.chunk_rows, ctx.world_size)[ctx.rank]
+                bands = []
+                if len(rows):
+                    with rasterio.open(plan.source) as ds:
+                        for i in range(ds.count):
+                            enc = encode_band(plan, ds, i, writer, opts, mine_progress, chunk_rows=rows)
+                            bands.append({"stats": enc.stats, "uncodable_pixels": enc.uncodable_pixels,
+                                          "bad_tiles": enc.bad_tiles, "device": enc.device,
+                                          "samples": [[cr, cc, s.to_list()]
+                                                      for (cr, cc), s in sorted(enc.samples.items())]})
+                writer.finish({"chunk_rows": [rows.start, rows.stop], "bands": bands})
+            except BaseException:
+                writer.abort()
+                raise
+        except Exception as exc:  # noqa: BLE001
+            error = exc
+        checkpoint(ctx, error, "encoding its shard")
+        result = None
+        if ctx.is_root:
             try:
-                writer = ShardWriter(shards, ctx.rank)
-                try:
-                    bands = []
-                    if len(rows):
-                        with rasterio.open(plan.source) as ds:
-                            for i in range(ds.count):
-                                enc = encode_band(plan, ds, i, writer, opts, mine_progress, chunk_rows=rows)
-                                bands.append({"stats": enc.stats, "uncodable_pixels": enc.uncodable_pixels,
-                                              "bad_tiles": enc.bad_tiles, "device": enc.device,
-                                              "samples": [[cr, cc, s.to_list()]
-                                                          for (cr, cc), s in sorted(enc.samples.items())]})
-                    writer.finish({"chunk_rows": [rows.start, rows.stop], "bands": bands})
-                except BaseException:
-                    writer.abort()
-                    raise
+                progress.info(f"merging the shards of {ctx.world_size} ranks into {destination}")
+                result = _merge_container(ctx, shards, plan, opts, destination, t0)
+                if options.weight_map:
+                    result.warnings.append("--weight-map is not written in a torchrun run")
             except Exception as exc:  # noqa: BLE001
                 error = exc
-            checkpoint(ctx, error, "encoding its shard")
-            result = None
-            if ctx.is_root:
-                try:
-                    progress.info(f"merging the shards of {ctx.world_size} ranks into {destination}")
-                    result = _merge_container(ctx, shards, plan, opts, destination, t0)
-                    if options.weight_map:
-                        result.warnings.append("--weight-map is not written in a torchrun run")
-                except Exception as exc:  # noqa: BLE001
-                    error = exc
-            checkpoint(ctx, error, "merging the shards")
-            ok = True
-            return result
-        finally:
-            if ctx.is_root or not ok:
-                shards.remove()
+        checkpoint(ctx, error, "merging the shards")
+        return result
 
 
 def _merge_container(ctx: RankContext, shards: ShardFolder, plan: Any, options: Any,
@@ -603,42 +613,32 @@ def distributed_decompress(source: str | os.PathLike[str], destination: str | os
     t0 = time.monotonic()
     options = options or DecompressOptions()
     progress = progress or NullProgress()
-    with _sigterm_unwinds():
-        ctx = rank_context(timeout_s, options.device)
-        mine_progress: Progress = progress if ctx.is_root else RankLogProgress(ctx.rank)
-        opts = replace(options, device=ctx.device_for(options.device), weight_map=None)
-        shards = ShardFolder.agree(ctx, source, destination)
-        ok = False
-        try:
-            with contextlib.ExitStack() as stack:
-                plan, reader, error = None, None, None
-                try:
-                    reader = stack.enter_context(ContainerReader(source))
-                    plan = plan_decompression(reader, opts)
-                except Exception as exc:  # noqa: BLE001
-                    error = exc
-                checkpoint(ctx, error, "planning the decompression")
-                report: dict[str, Any] = {}
-                try:
-                    report = _decode_shard(ctx, shards, reader, plan, opts, mine_progress)
-                except Exception as exc:  # noqa: BLE001
-                    error = exc
-                checkpoint(ctx, error, "decoding its shard")
-            result = None
-            if ctx.is_root:
-                try:
-                    progress.info(f"stitching the rows of {ctx.world_size} ranks into {destination}")
-                    result = _stitch(ctx, shards, plan, opts, source, destination, report, t0)
-                    if options.weight_map:
-                        result.warnings.append("--weight-map is not written in a torchrun run")
-                except Exception as exc:  # noqa: BLE001
-                    error = exc
-            checkpoint(ctx, error, "stitching the shards")
-            ok = True
-            return result
-        finally:
-            if ctx.is_root or not ok:
-                shards.remove()
+    with _rank_job(source, destination, options, progress, timeout_s) as (ctx, shards, opts, mine_progress):
+        with contextlib.ExitStack() as stack:
+            plan, reader, error = None, None, None
+            try:
+                reader = stack.enter_context(ContainerReader(source))
+                plan = plan_decompression(reader, opts)
+            except Exception as exc:  # noqa: BLE001
+                error = exc
+            checkpoint(ctx, error, "planning the decompression")
+            report: dict[str, Any] = {}
+            try:
+                report = _decode_shard(ctx, shards, reader, plan, opts, mine_progress)
+            except Exception as exc:  # noqa: BLE001
+                error = exc
+            checkpoint(ctx, error, "decoding its shard")
+        result = None
+        if ctx.is_root:
+            try:
+                progress.info(f"stitching the rows of {ctx.world_size} ranks into {destination}")
+                result = _stitch(ctx, shards, plan, opts, source, destination, report, t0)
+                if options.weight_map:
+                    result.warnings.append("--weight-map is not written in a torchrun run")
+            except Exception as exc:  # noqa: BLE001
+                error = exc
+        checkpoint(ctx, error, "stitching the shards")
+        return result
 
 
 def _decode_shard(ctx: RankContext, shards: ShardFolder, reader: Any, plan: DecodePlan, options: Any,
