@@ -261,6 +261,18 @@ def checkpoint(ctx: RankContext, error: BaseException | None, stage: str) -> Non
     raise DistributedRunError(f"rank {k} failed while {stage}: {kind}: {message}")
 
 
+def agreed_step(ctx: RankContext, stage: str, work: Any, *, root_only: bool = False) -> Any:
+    """Run ``work()`` (on rank 0 alone with ``root_only``), then ``checkpoint``: all ranks succeed or all raise."""
+    result, error = None, None
+    if ctx.is_root or not root_only:
+        try:
+            result = work()
+        except Exception as exc:  # noqa: BLE001 - reported to every rank at the checkpoint
+            error = exc
+    checkpoint(ctx, error, stage)
+    return result
+
+
 @contextlib.contextmanager
 def _sigterm_unwinds() -> Iterator[None]:
     """Make SIGTERM (what torchrun sends the survivors when a rank dies) unwind like Ctrl-C.
@@ -500,15 +512,10 @@ def distributed_compress(source: str | os.PathLike[str], destination: str | os.P
     options = options or CompressOptions()
     progress = progress or NullProgress()
     with _rank_job(source, destination, options, progress, timeout_s) as (ctx, shards, opts, mine_progress):
-        plan, error = None, None
-        try:
-            plan = plan_compression(source, opts)
-        except Exception as exc:  # noqa: BLE001 - reported to every rank at the checkpoint
-            error = exc
-        checkpoint(ctx, error, "planning the compression")
-        assert plan is not None
+        plan = agreed_step(ctx, "planning the compression", lambda: plan_compression(source, opts))
         rows = shard_ranges(plan.chunk_rows, ctx.world_size)[ctx.rank]
-        try:
+
+        def encode_shard() -> None:
             writer = ShardWriter(shards, ctx.rank)
             try:
                 bands = []
@@ -524,20 +531,21 @@ def distributed_compress(source: str | os.PathLike[str], destination: str | os.P
             except BaseException:
                 writer.abort()
                 raise
-        except Exception as exc:  # noqa: BLE001
-            error = exc
-        checkpoint(ctx, error, "encoding its shard")
-        result = None
-        if ctx.is_root:
-            try:
-                progress.info(f"merging the shards of {ctx.world_size} ranks into {destination}")
-                result = _merge_container(ctx, shards, plan, opts, destination, t0)
-                if options.weight_map:
-                    result.warnings.append("--weight-map is not written in a torchrun run")
-            except Exception as exc:  # noqa: BLE001
-                error = exc
-        checkpoint(ctx, error, "merging the shards")
-        return result
+
+        agreed_step(ctx, "encoding its shard", encode_shard)
+
+        def merge() -> Any:
+            progress.info(f"merging the shards of {ctx.world_size} ranks into {destination}")
+            return _unwritten_weight_map(_merge_container(ctx, shards, plan, opts, destination, t0), options)
+
+        return agreed_step(ctx, "merging the shards", merge, root_only=True)
+
+
+def _unwritten_weight_map(result: Any, options: Any) -> Any:
+    """Weight maps are a single-process debugging aid: say so when one was asked for."""
+    if options.weight_map:
+        result.warnings.append("--weight-map is not written in a torchrun run")
+    return result
 
 
 def _merge_container(ctx: RankContext, shards: ShardFolder, plan: Any, options: Any,
@@ -615,30 +623,21 @@ def distributed_decompress(source: str | os.PathLike[str], destination: str | os
     progress = progress or NullProgress()
     with _rank_job(source, destination, options, progress, timeout_s) as (ctx, shards, opts, mine_progress):
         with contextlib.ExitStack() as stack:
-            plan, reader, error = None, None, None
-            try:
+
+            def plan_it() -> tuple[Any, Any]:
                 reader = stack.enter_context(ContainerReader(source))
-                plan = plan_decompression(reader, opts)
-            except Exception as exc:  # noqa: BLE001
-                error = exc
-            checkpoint(ctx, error, "planning the decompression")
-            report: dict[str, Any] = {}
-            try:
-                report = _decode_shard(ctx, shards, reader, plan, opts, mine_progress)
-            except Exception as exc:  # noqa: BLE001
-                error = exc
-            checkpoint(ctx, error, "decoding its shard")
-        result = None
-        if ctx.is_root:
-            try:
-                progress.info(f"stitching the rows of {ctx.world_size} ranks into {destination}")
-                result = _stitch(ctx, shards, plan, opts, source, destination, report, t0)
-                if options.weight_map:
-                    result.warnings.append("--weight-map is not written in a torchrun run")
-            except Exception as exc:  # noqa: BLE001
-                error = exc
-        checkpoint(ctx, error, "stitching the shards")
-        return result
+                return reader, plan_decompression(reader, opts)
+
+            reader, plan = agreed_step(ctx, "planning the decompression", plan_it)
+            report = agreed_step(ctx, "decoding its shard",
+                                 lambda: _decode_shard(ctx, shards, reader, plan, opts, mine_progress))
+
+        def stitch() -> Any:
+            progress.info(f"stitching the rows of {ctx.world_size} ranks into {destination}")
+            return _unwritten_weight_map(_stitch(ctx, shards, plan, opts, source, destination, report, t0),
+                                         options)
+
+        return agreed_step(ctx, "stitching the shards", stitch, root_only=True)
 
 
 def _decode_shard(ctx: RankContext, shards: ShardFolder, reader: Any, plan: DecodePlan, options: Any,

@@ -174,13 +174,6 @@ def test_a_rank_that_stops_answering_times_out_with_a_clear_error(tmp_path, safe
     assert not dest.exists() and shards_left(tmp_path) == []
 
 
-def _cli_has_torchrun_hook() -> bool:
-    import sarcodec.cli
-
-    return "distributed_compress" in Path(sarcodec.cli.__file__).read_text(encoding="utf-8")
-
-
-@pytest.mark.skipif(not _cli_has_torchrun_hook(), reason="the CLI does not call sarcodec.distributed yet")
 def test_torchrun_m_sarcodec_compresses_a_zipped_product_and_decompresses_it(tmp_path, safe_product, dist_model,
                                                                              reference):
     common = ["--model", str(dist_model), "--device", "cpu"]
