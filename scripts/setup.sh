@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(qgis python3-qgis qgis-providers python3-gdal python3-rasterio python3-matplotlib
-              gdal-bin xvfb xauth)
+              gdal-bin xvfb xauth libjxl-tools)
 PIP_PACKAGES=(torch==2.13.0 nvidia-ml-py rich constriction pytest pytest-qgis==2.1.0 pytest-timeout
               hypothesis ruff)
 VENV=.venv
@@ -37,13 +37,4 @@ fi
 # Deploy the QGIS plugin into the default profile (issue 5) when its installer exists.
 if [ -x scripts/install_plugin.sh ]; then
   scripts/install_plugin.sh
-fi
-
-# qgis_process is a Qt program: on a machine without a display it dies before loading any plugin
-# unless Qt is told to render offscreen. Make new shells on headless machines do that by default
-# (a user-set QT_QPA_PLATFORM, or a DISPLAY/WAYLAND_DISPLAY, is left alone).
-QT_SNIPPET='[ -z "${DISPLAY:-}${WAYLAND_DISPLAY:-}${QT_QPA_PLATFORM:-}" ] && export QT_QPA_PLATFORM=offscreen  # sarcodec: headless qgis_process'
-if [ "$(id -u)" -eq 0 ]; then
-  [ -f /etc/profile.d/sarcodec-headless-qt.sh ] || printf '%s\n' "$QT_SNIPPET" > /etc/profile.d/sarcodec-headless-qt.sh
-  grep -qF "sarcodec: headless qgis_process" /etc/bash.bashrc 2>/dev/null || printf '%s\n' "$QT_SNIPPET" >> /etc/bash.bashrc
 fi
