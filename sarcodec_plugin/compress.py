@@ -7,6 +7,7 @@ from typing import Any
 
 from qgis.core import (
     QgsProcessingContext,
+    QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingOutputNumber,
     QgsProcessingParameterBoolean,
@@ -17,9 +18,13 @@ from qgis.core import (
 )
 
 from .bridge import (
+    PIXEL_STEP,
+    UNPLACED_CRS_NOTE,
     SarcodecAlgorithm,
     crs_text,
+    is_georeferenced,
     load_engine,
+    log_command,
     make_progress,
     push_new_warnings,
     quality_levels,
@@ -27,25 +32,19 @@ from .bridge import (
     run_engine,
 )
 
-HELP = """<p>Compresses a SAR raster (Sentinel-1 GRD amplitude DN, amplitude, intensity or dB) into a
-<code>.npz</code> container with the learned sarcodec codec, tile by tile with seamless blending. CRS,
-transform or GCPs, nodata, band descriptions and tags are kept for decompression.</p>
-<p>Outputs the compression ratio, bits per pixel and the estimated RMSE (dB) so models can chain them.
-Defaults match the <code>sarcodec compress</code> command line.</p>
-<h3>Parameters</h3>
-<ul>
-<li><b>Input SAR raster</b>: a file-based GDAL raster (GeoTIFF, JP2, SAFE measurement...).</li>
-<li><b>Quality</b>: operating point of the model, 1 (smallest) to 5 (best); default 3.</li>
-<li><b>CRS</b>: assigned when the input has no valid CRS; otherwise ignored. In the dialog you are asked
-for one when it is missing; headless runs warn and continue.</li>
-<li><b>Tile size / overlap</b> (advanced): input pixels per tile and tile overlap; memory grows with the
-tile size, never with the scene.</li>
-<li><b>Device</b> (advanced): auto (GPU when available), cpu or cuda.</li>
-<li><b>Batch size</b> (advanced): tiles per batch; 0 sizes it from free memory.</li>
-<li><b>Model file</b> (advanced): a sarcodec checkpoint; empty uses the shipped default model.</li>
-<li><b>Estimate quality</b> (advanced): decode a sample of tiles to report RMSE/PSNR (off: faster, no
-RMSE output).</li>
-</ul>"""
+COMPRESSED_SUFFIX = ".npz"
+MAX_TILE_SIZE = 16384  # sarcodec.codec.header.MAX_TILE_SIZE (tests check they match)
+MIN_TILE_SIZE = 32
+
+HELP = """Compresses a SAR raster (Sentinel-1 GRD amplitude DN, amplitude, intensity or dB) into a .npz
+container with the learned sarcodec codec, tile by tile with seamless blending. The CRS, the transform or
+GCPs, nodata, band descriptions and tags are kept for decompression. The output must be named .npz.
+Quality runs from 1 (smallest file) to the model's best; the default matches the sarcodec compress
+command line. The CRS is assigned only when the input has none: the dialog asks for one, headless runs
+warn. Tile size and overlap are multiples of 16 pixels; memory grows with the tile size, never with the
+scene. Device auto uses a GPU when there is one. A batch size of 0 sizes batches from free memory. An
+empty model file uses the shipped model. Turning Estimate quality off skips decoding sample tiles: faster,
+and no RMSE or PSNR output. The log shows the equivalent sarcodec command line."""
 
 
 class CompressAlgorithm(SarcodecAlgorithm):
@@ -53,49 +52,73 @@ class CompressAlgorithm(SarcodecAlgorithm):
 
     NAME = "compress"
     DISPLAY_NAME = "Compress SAR raster"
+    SHORT_DESCRIPTION = "Compresses a SAR raster into a .npz container with the learned sarcodec codec."
     HELP = HELP
 
     def initAlgorithm(self, config: dict | None = None) -> None:  # noqa: N802 - QGIS API name
         default_quality, levels = quality_levels()
-        self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Input SAR raster"))
+        self.addParameter(QgsProcessingParameterRasterLayer("INPUT", self.tr("Input SAR raster")))
         self.addParameter(
             QgsProcessingParameterNumber(
-                "QUALITY", f"Quality (1 = smallest file, {levels} = best fidelity)",
+                "QUALITY", self.tr("Quality (1 = smallest file, {0} = best fidelity)").format(levels),
                 QgsProcessingParameterNumber.Integer, defaultValue=default_quality, minValue=1, maxValue=levels,
             )
         )
-        self.addParameter(QgsProcessingParameterCrs("CRS", "CRS to assign when the input has none", optional=True))
+        self.addParameter(QgsProcessingParameterCrs("CRS", self.tr("CRS to assign when the input has none"),
+                                                    optional=True))
         self.addAdvanced(
             QgsProcessingParameterNumber(
-                "TILE_SIZE", "Tile size (pixels)", QgsProcessingParameterNumber.Integer,
-                defaultValue=256, minValue=32, maxValue=8192,
+                "TILE_SIZE", self.tr("Tile size (pixels, a multiple of 16)"), QgsProcessingParameterNumber.Integer,
+                defaultValue=256, minValue=MIN_TILE_SIZE, maxValue=MAX_TILE_SIZE,
             )
         )
         self.addAdvanced(
             QgsProcessingParameterNumber(
-                "OVERLAP", "Tile overlap (pixels)", QgsProcessingParameterNumber.Integer,
+                "OVERLAP", self.tr("Tile overlap (pixels, a multiple of 16)"), QgsProcessingParameterNumber.Integer,
                 defaultValue=64, minValue=0, maxValue=4096,
             )
         )
-        self.addEngineParameters("Model file (empty = shipped default model)")
+        self.addEngineParameters(self.tr("Model file (empty = shipped default model)"))
         self.addAdvanced(
             QgsProcessingParameterBoolean(
-                "ESTIMATE_QUALITY", "Estimate quality (decode a sample of tiles for RMSE/PSNR)", defaultValue=True
+                "ESTIMATE_QUALITY", self.tr("Estimate quality (decode a sample of tiles for RMSE/PSNR)"),
+                defaultValue=True,
             )
         )
         self.addParameter(
-            QgsProcessingParameterFileDestination("OUTPUT", "Compressed container", "sarcodec containers (*.npz)")
+            QgsProcessingParameterFileDestination("OUTPUT", self.tr("Compressed container"),
+                                                  self.tr("sarcodec containers") + " (*.npz)")
         )
-        self.addOutput(QgsProcessingOutputNumber("RATIO", "Compression ratio (input bytes / container bytes)"))
-        self.addOutput(QgsProcessingOutputNumber("BPP", "Bits per pixel"))
-        self.addOutput(QgsProcessingOutputNumber("RMSE_DB", "Estimated RMSE (dB)"))
-        self.addOutput(QgsProcessingOutputNumber("PSNR_DB", "Estimated PSNR (dB)"))
+        self.addOutput(QgsProcessingOutputNumber("RATIO", self.tr("Compression ratio (input bytes / container bytes)")))
+        self.addOutput(QgsProcessingOutputNumber("BPP", self.tr("Bits per pixel")))
+        self.addOutput(QgsProcessingOutputNumber("RMSE_DB", self.tr("Estimated RMSE (dB)")))
+        self.addOutput(QgsProcessingOutputNumber("PSNR_DB", self.tr("Estimated PSNR (dB)")))
 
     def createCustomParametersWidget(self, parent: Any = None) -> Any:  # noqa: N802 - QGIS API name
         """The standard dialog, plus QGIS's projection selector when the input has no CRS (GUI only)."""
         from .dialog import CrsPromptingDialog  # imports processing.gui: only ever reached from the desktop
 
         return CrsPromptingDialog(self, parent=parent)
+
+    def checkOptionValues(self, parameters: dict, context: QgsProcessingContext) -> tuple[bool, str]:  # noqa: N802
+        """Tile geometry and the output name, checked before the model is loaded (seconds)."""
+        tile = self.parameterAsInt(parameters, "TILE_SIZE", context)
+        overlap = self.parameterAsInt(parameters, "OVERLAP", context)
+        if tile % PIXEL_STEP:
+            return False, self.tr("Tile size must be a multiple of 16 pixels, got {0}.").format(tile)
+        if overlap % PIXEL_STEP:
+            return False, self.tr("Tile overlap must be a multiple of 16 pixels, got {0}.").format(overlap)
+        if 2 * overlap > tile:
+            return False, self.tr("Tile overlap ({0}) must be at most half the tile size ({1}).").format(
+                overlap, tile)
+        problem = self.output_name_problem(self.parameterAsFileOutput(parameters, "OUTPUT", context))
+        return (not problem, problem)
+
+    def output_name_problem(self, destination: str) -> str:
+        """Why ``destination`` cannot be the container's name ("" when it can): like the CLI, only ``*.npz``."""
+        if destination and Path(destination).suffix.lower() != COMPRESSED_SUFFIX:
+            return self.tr("A compressed output must be named *.npz, not {0}.").format(Path(destination).name)
+        return ""
 
     def input_without_crs(self, parameters: dict, context: QgsProcessingContext) -> str | None:
         """The input layer's name when QGIS knows no CRS for it (the dialog then asks for one)."""
@@ -104,6 +127,27 @@ class CompressAlgorithm(SarcodecAlgorithm):
             return None
         return layer.name()
 
+    def input_is_georeferenced(self, parameters: dict, context: QgsProcessingContext) -> bool:
+        """Whether the input has a geotransform or GCPs, so that a CRS alone would place it correctly."""
+        layer = self.parameterAsRasterLayer(parameters, "INPUT", context)
+        try:
+            return self._georeferenced(raster_file_path(layer, parameters.get("INPUT")))
+        except QgsProcessingException:
+            return True  # nothing to warn about: the run itself reports the bad input
+
+    @staticmethod
+    def _georeferenced(source: str) -> bool:
+        load_engine()
+        import rasterio
+
+        from sarcodec.geometa import read_geo_metadata
+
+        try:
+            with rasterio.open(source) as ds:
+                return is_georeferenced(read_geo_metadata(ds))
+        except Exception:  # noqa: BLE001 - unreadable inputs are reported by the engine itself
+            return True
+
     def processAlgorithm(  # noqa: N802 - QGIS API name
         self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback
     ) -> dict:
@@ -111,48 +155,75 @@ class CompressAlgorithm(SarcodecAlgorithm):
         layer = self.parameterAsRasterLayer(parameters, "INPUT", context)
         source = raster_file_path(layer, parameters.get("INPUT"))
         destination = self.parameterAsFileOutput(parameters, "OUTPUT", context)
+        problem = self.output_name_problem(destination)
+        if problem:
+            raise QgsProcessingException(problem)
         Path(destination).parent.mkdir(parents=True, exist_ok=True)
+        device = self.enumText(parameters, "DEVICE", context)
 
         used: dict[str, Any] = {}
 
         def compress() -> Any:
             info = engine.pipeline.inspect_raster(source)
-            feedback.pushInfo(f"Input: {source} ({info.width} x {info.height} px, {info.bands} band(s), {info.dtype})")
+            feedback.pushInfo(self.tr("Input: {0} ({1} x {2} px, {3} band(s), {4})").format(
+                source, info.width, info.height, info.bands, info.dtype))
             options = engine.pipeline.CompressOptions(
                 quality=self.parameterAsInt(parameters, "QUALITY", context),
                 tile_size=self.parameterAsInt(parameters, "TILE_SIZE", context),
                 overlap=self.parameterAsInt(parameters, "OVERLAP", context),
-                device=self.parameterAsEnumString(parameters, "DEVICE", context) or "auto",
+                device=device,
                 batch_size=self.parameterAsInt(parameters, "BATCH_SIZE", context) or "auto",
                 model_path=self.parameterAsFile(parameters, "MODEL", context) or None,
                 estimate_quality=self.parameterAsBoolean(parameters, "ESTIMATE_QUALITY", context),
                 crs=self._crs_option(info.has_valid_crs, layer, parameters, context, feedback),
             )
+            if options.crs and not info.has_valid_crs and not self._georeferenced(source):
+                feedback.pushWarning(self.tr(UNPLACED_CRS_NOTE))
+            log_command(feedback, self.command_line(source, destination, options))
             used["crs_warned"] = options.crs is None and not info.has_valid_crs
             used["batch"] = options.batch_size
-            used["progress"] = make_progress(engine, feedback, phases=info.bands)
+            used["progress"] = make_progress(engine, feedback, phases=info.bands, device=device)
             return engine.pipeline.compress_raster(source, destination, options, used["progress"])
 
         result = run_engine(engine, feedback, destination, compress)
         feedback.setProgress(100)
-        feedback.pushInfo(f"Device: {result.device}, batch size: {used['batch']}, bad tiles: {result.bad_tiles}")
+        feedback.pushInfo(self.tr("Device: {0}, batch size: {1}, bad tiles: {2}").format(
+            result.device, used["batch"], result.bad_tiles))
         shown = used["progress"].warnings + [w for w in result.warnings if "no valid CRS" in w and used["crs_warned"]]
         push_new_warnings(feedback, result.warnings, shown)
         quality = (
-            f", estimated RMSE {result.est_rmse_db:.2f} dB (PSNR {result.est_psnr_db:.1f} dB)"
+            self.tr(", estimated RMSE {0:.2f} dB (PSNR {1:.1f} dB)").format(result.est_rmse_db, result.est_psnr_db)
             if result.est_rmse_db is not None and result.est_psnr_db is not None else ""
         )
+        # inside an archive (/vsizip/) the input's own size is unknown: no ratio rather than a ratio of 0
+        ratio = result.ratio if result.input_bytes > 0 else None
+        sizes = (self.tr("Compressed {0:,} bytes to {1:,} bytes: ratio {2:.2f}:1").format(
+            result.input_bytes, result.output_bytes, result.ratio) if ratio is not None else
+            self.tr("Compressed to {0:,} bytes").format(result.output_bytes))
         feedback.pushInfo(
-            f"Compressed {result.input_bytes:,} bytes to {result.output_bytes:,} bytes: ratio {result.ratio:.2f}:1, "
-            f"{result.bpp:.3f} bits per pixel{quality}, in {result.seconds:.1f} s"
+            sizes + self.tr(", {0:.3f} bits per pixel{1}, in {2:.1f} s").format(result.bpp, quality, result.seconds)
         )
         return {
             "OUTPUT": destination,
-            "RATIO": result.ratio,
+            "RATIO": ratio,
             "BPP": result.bpp,
             "RMSE_DB": result.est_rmse_db,
             "PSNR_DB": result.est_psnr_db,
         }
+
+    @staticmethod
+    def command_line(source: str, destination: str, options: Any) -> list[str]:
+        """The ``sarcodec compress`` arguments that repeat this run (Processing replaces outputs: --overwrite)."""
+        args = ["compress", source, "-o", destination, "--overwrite", "--quality", str(options.quality),
+                "--tile-size", str(options.tile_size), "--overlap", str(options.overlap),
+                "--device", options.device, "--batch-size", str(options.batch_size)]
+        if options.model_path:
+            args += ["--model", str(options.model_path)]
+        if options.crs:
+            args += ["--crs", options.crs]
+        if not options.estimate_quality:
+            args.append("--no-estimate")
+        return args
 
     def _crs_option(
         self, file_has_crs: bool, layer: Any, parameters: dict, context: QgsProcessingContext,
@@ -164,10 +235,11 @@ class CompressAlgorithm(SarcodecAlgorithm):
             return chosen
         from_layer = crs_text(layer.crs())
         if from_layer:
-            feedback.pushInfo(f"The input file has no CRS; using the layer's CRS set in QGIS: {layer.crs().authid()}")
+            feedback.pushInfo(self.tr("The input file has no CRS; using the layer's CRS set in QGIS: {0}").format(
+                layer.crs().authid()))
             return from_layer
-        feedback.pushWarning(
+        feedback.pushWarning(self.tr(
             "The input has no valid CRS and no CRS parameter was given: the container will carry none "
             "(set CRS, e.g. CRS=EPSG:32630, to assign one)."
-        )
+        ))
         return None

@@ -7,6 +7,7 @@ Imported only from ``createCustomParametersWidget``, which QGIS calls from the d
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 from processing.gui.AlgorithmDialog import AlgorithmDialog
@@ -14,15 +15,24 @@ from processing.tools import dataobjects
 from qgis.core import QgsCoordinateReferenceSystem, QgsMessageLog, QgsProcessingContext
 from qgis.gui import QgsProjectionSelectionDialog
 
+from .bridge import PIXEL_STEP, UNPLACED_CRS_NOTE, tr
 
-def ask_for_crs(parent: Any, input_name: str) -> QgsCoordinateReferenceSystem | None:
-    """Open QGIS's projection selector; None when the user keeps no CRS (Cancel)."""
+
+def ask_for_crs(parent: Any, input_name: str, georeferenced: bool = True) -> QgsCoordinateReferenceSystem | None:
+    """Open QGIS's projection selector; None when the user keeps no CRS (Cancel).
+
+    Without a geotransform or GCPs a CRS cannot say where the image lies: the selector says so, so
+    nobody assigns a UTM zone expecting the scene to land in the right place.
+    """
     selector = QgsProjectionSelectionDialog(parent)
-    selector.setWindowTitle(f"No CRS for {input_name}")
-    selector.setMessage(
-        f"<b>{input_name}</b> has no coordinate reference system. Choose the CRS to assign to the output, "
+    selector.setWindowTitle(tr("No CRS for {0}").format(input_name))
+    message = tr(
+        "<b>{0}</b> has no coordinate reference system. Choose the CRS to assign to the output, "
         "or Cancel to continue without one."
-    )
+    ).format(html.escape(input_name))
+    if not georeferenced:
+        message += " " + tr(UNPLACED_CRS_NOTE)
+    selector.setMessage(message)
     if selector.exec_() and selector.crs().isValid():
         return selector.crs()
     return None
@@ -34,12 +44,22 @@ class CrsPromptingDialog(AlgorithmDialog):
     def __init__(self, algorithm: Any, parent: Any = None) -> None:
         super().__init__(algorithm, parent=parent)
         self.chosen_crs: QgsCoordinateReferenceSystem | None = None
+        self.step_pixel_widgets()
+
+    def step_pixel_widgets(self) -> None:
+        """Tile size and overlap spin boxes step by 16: every other value is refused anyway."""
+        wrappers = getattr(self.mainWidget(), "wrappers", {})
+        for name in ("TILE_SIZE", "OVERLAP"):
+            wrapper = wrappers.get(name)
+            widget = wrapper.wrappedWidget() if wrapper is not None and hasattr(wrapper, "wrappedWidget") else None
+            if widget is not None and hasattr(widget, "setSingleStep"):
+                widget.setSingleStep(PIXEL_STEP)
 
     def runAlgorithm(self) -> None:  # noqa: N802 - QGIS API name
         try:
             self.prompt_for_missing_crs()
         except Exception as exc:  # never block a run because the prompt failed; processAlgorithm warns
-            QgsMessageLog.logMessage(f"CRS prompt skipped: {exc}", "sarcodec")
+            QgsMessageLog.logMessage(tr("CRS prompt skipped:") + f" {exc}", "sarcodec")
         super().runAlgorithm()
 
     def createProcessingParameters(self, *args: Any, **kwargs: Any) -> dict:  # noqa: N802 - QGIS API name
@@ -59,7 +79,8 @@ class CrsPromptingDialog(AlgorithmDialog):
         name = algorithm.input_without_crs(parameters, context)
         if not name:
             return
-        crs = ask_for_crs(self, name)
+        georeferenced = getattr(algorithm, "input_is_georeferenced", lambda *_: True)(parameters, context)
+        crs = ask_for_crs(self, name, georeferenced)
         if crs is None:
             return
         self.chosen_crs = crs

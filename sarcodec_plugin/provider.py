@@ -5,7 +5,7 @@ from __future__ import annotations
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
-from .bridge import ICON_PATH
+from .bridge import ICON_PATH, tr
 from .compress import CompressAlgorithm
 from .decompress import DecompressAlgorithm
 from .info import InfoAlgorithm
@@ -18,12 +18,12 @@ class SarcodecProvider(QgsProcessingProvider):
         return "sarcodec"
 
     def name(self) -> str:
-        return "SAR codec"
+        return tr("SAR codec")
 
     def longName(self) -> str:  # noqa: N802 - QGIS API name
         from . import __version__
 
-        return f"SAR codec {__version__}"
+        return f"{tr('SAR codec')} {__version__}"
 
     def icon(self) -> QIcon:
         return QIcon(str(ICON_PATH))

@@ -55,7 +55,12 @@ if [ "$(readlink "$target" 2>/dev/null || true)" != "$ASSEMBLED" ]; then
 fi
 mkdir -p "$(dirname "$INI")"
 if ! grep -qx "$NAME=true" "$INI" 2>/dev/null; then
-  /usr/bin/python3 - "$INI" "$NAME" <<'PY'
+  # Qt without a display: render offscreen for this one call (no system file is changed for it)
+  headless_qt=()
+  if [ -z "${DISPLAY:-}" ] && [ -z "${WAYLAND_DISPLAY:-}" ] && [ -z "${QT_QPA_PLATFORM:-}" ]; then
+    headless_qt=(env QT_QPA_PLATFORM=offscreen)
+  fi
+  "${headless_qt[@]}" /usr/bin/python3 - "$INI" "$NAME" <<'PY'
 import sys
 
 from PyQt5.QtCore import QSettings
@@ -67,5 +72,6 @@ PY
 fi
 echo "install_plugin: $NAME deployed to $target (enabled in $INI)"
 if [ -z "${DISPLAY:-}" ] && [ -z "${WAYLAND_DISPLAY:-}" ] && [ -z "${QT_QPA_PLATFORM:-}" ]; then
-  echo "install_plugin: note: no display here; qgis_process.bin (a Qt program) needs QT_QPA_PLATFORM=offscreen or xvfb-run"
+  echo "install_plugin: note: no display here; run qgis_process.bin (a Qt program) as" \
+       "'QT_QPA_PLATFORM=offscreen qgis_process.bin ...' or under xvfb-run -a (see README, Headless qgis_process)"
 fi

@@ -8,8 +8,33 @@ import os
 import signal
 import sys
 
-from sarcodec.cli import main
-from sarcodec.errors import EXIT_INTERRUPTED
+EXIT_INTERRUPTED = 130  # sarcodec.errors.EXIT_INTERRUPTED (a test pins them equal); not imported yet
+_main_entered = False
+
+
+def _interrupted_at_start_up(signum: int, frame: object) -> None:
+    """Ctrl-C/SIGTERM before ``main`` has its own handlers: nothing was written, so leave with 130.
+
+    Without it, SIGTERM during the imports kills the process (status -15) and SIGINT prints a
+    traceback. Once ``main`` is entered it installs its handlers, and when it restores this one on
+    return, a late signal is ignored (``_exit`` then keeps the exit code).
+    """
+    if _main_entered:
+        return
+    with contextlib.suppress(OSError):
+        os.write(2, b"sarcodec: error: interrupted during start-up; nothing was written\n")
+    os._exit(EXIT_INTERRUPTED)
+
+
+for _name in ("SIGINT", "SIGTERM", "SIGHUP"):
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        signal.signal(getattr(signal, _name), _interrupted_at_start_up)
+
+from sarcodec.cli_streams import guard_standard_streams  # noqa: E402 - after the start-up handlers on purpose
+
+guard_standard_streams()  # before any import can open a file onto a closed fd 0, 1 or 2
+
+from sarcodec.cli import main  # noqa: E402
 
 
 def _exit(code: int) -> None:
@@ -34,6 +59,8 @@ def _exit(code: int) -> None:
 
 def run() -> None:
     """Process entry point (``python -m sarcodec``; the console script should point here too)."""
+    global _main_entered
+    _main_entered = True
     _exit(main())
 
 

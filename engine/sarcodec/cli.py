@@ -25,6 +25,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import sys
 import tempfile
 import threading
@@ -37,6 +38,8 @@ from typing import Any, TextIO
 
 from sarcodec import __version__
 from sarcodec.cli_progress import make_progress
+from sarcodec.cli_streams import guard_standard_streams, messages_to_stderr, one_line, stream_was_closed
+from sarcodec.destinations import check_destination, forget, was_published
 from sarcodec.errors import (
     EXIT_CODES,
     EXIT_FILE,
@@ -68,6 +71,7 @@ CRS_WARNING_MARK = "no valid CRS"  # the engine's own CRS warning is dropped whe
 
 def _pipeline() -> Any:
     """The codec pipeline, imported on first use so parsing and usage errors stay fast."""
+    _import_engine()
     from sarcodec.codec import pipeline
 
     return pipeline
@@ -76,8 +80,14 @@ def _pipeline() -> Any:
 # messages
 
 
-def _say(stream: TextIO, text: str) -> None:
-    """Print and flush, tolerating a closed stream (a summary must not turn success into failure)."""
+def _say(stream: TextIO | None, text: str) -> None:
+    """Print and flush, tolerating a closed stream (a summary must not turn success into failure).
+
+    ``stream`` None (Python's stand-in for a closed fd) prints nothing: ``print(file=None)`` would
+    write to stdout, which may be the data stream.
+    """
+    if stream is None:
+        return
     try:
         print(text, file=stream, flush=True)
     except (OSError, ValueError):
@@ -85,12 +95,19 @@ def _say(stream: TextIO, text: str) -> None:
 
 
 def _error_line(message: str) -> str:
-    """The single stderr line every failure produces; newlines are folded so it stays one line."""
-    return f"{PROG}: error: {' '.join(str(message).split())}"
+    """The single stderr line every failure produces; control characters (a newline in a file
+    name, a multi-line exception text) are escaped so it stays one line and names stay exact."""
+    return f"{PROG}: error: {one_line(message)}"
 
 
 def _warn_line(message: str) -> str:
-    return f"{PROG}: warning: {' '.join(str(message).split())}"
+    return f"{PROG}: warning: {one_line(message)}"
+
+
+def _say_summary(ctx: Any, text: str) -> None:
+    """A per-file summary as one line (names escaped); on stderr (``-o -``) it starts with ``sarcodec:``."""
+    line = one_line(text)
+    _say(ctx.messages, f"{PROG}: {line}" if ctx.messages is sys.stderr else line)
 
 
 def _human_bytes(n: int | None) -> str:
@@ -155,6 +172,7 @@ def load_model_summary(path: str | Path) -> ModelSummary:
     Loading is cheap next to compressing a scene, and doing it before the first input means a
     missing or corrupt model is reported once, not once per input file.
     """
+    _import_engine()
     from sarcodec.codec.model import DEFAULT_QUALITY, load_checkpoint
 
     path = Path(path)
@@ -231,10 +249,23 @@ def _int_at_least(minimum: int, what: str) -> Callable[[str], int]:
 
 
 def _tile_size(text: str) -> int:
+    # The container header's own limit (sarcodec.codec.header), so whatever compress accepts,
+    # decompress reads back; imported here, not at module level, so --help stays fast.
+    from sarcodec.codec.header import MAX_TILE_SIZE
+
     value = _int_at_least(MODEL_STRIDE, "tile size")(text)
     if value % MODEL_STRIDE:
         raise argparse.ArgumentTypeError(f"tile size must be a multiple of {MODEL_STRIDE}, got {value}")
+    if value > MAX_TILE_SIZE:
+        raise argparse.ArgumentTypeError(f"tile size must be at most {MAX_TILE_SIZE}, got {value}")
     return value
+
+
+def _check_tile_geometry(args: argparse.Namespace) -> None:
+    """Overlap against tile size, before the model loads (each option alone was checked by argparse)."""
+    overlap = args.overlap if args.overlap is not None else args.overlap_default
+    if 2 * overlap > args.tile_size:
+        raise UsageError(f"--overlap {overlap} must be at most half the tile size {args.tile_size}")
 
 
 def _overlap(text: str) -> int:
@@ -442,6 +473,7 @@ class Job:
     name: str | None = None
     error: SarcodecError | None = None
     release: Callable[[], None] | None = None
+    origin: str | None = None  # the file the user gave when ``source`` is a VRT inside it (a .zip)
 
     @property
     def source_name(self) -> str:
@@ -463,6 +495,7 @@ class _Entry:
     name: str | None = None
     error: SarcodecError | None = None
     release: Callable[[], None] | None = None
+    origin: str | None = None
 
 
 def _is_tty(stream: Any) -> bool:
@@ -500,7 +533,8 @@ def _resolve_raster_inputs(source: str, suffix: str) -> list[_Entry]:
             anchor = anchor.parent
         same = anchor.stem == item.name  # one raster named after its product: the origin says it all
         entries.append(_Entry(item.path, str(anchor.parent / f"{item.name}{suffix}"),
-                              name=item.origin if same else f"{item.origin} [{item.name}]", release=item.release))
+                              name=item.origin if same else f"{item.origin} [{item.name}]", release=item.release,
+                              origin=item.origin))
     return entries
 
 
@@ -542,6 +576,10 @@ def plan_jobs(inputs: Sequence[str], output: str | None, suffix: str, *, expand:
             into_folder = True
         else:
             into_folder = out_path.is_dir() or output.endswith(("/", os.sep))
+            if not into_folder and suffix == COMPRESSED_SUFFIX and out_path.suffix.lower() != COMPRESSED_SUFFIX:
+                _release(entries)
+                raise UsageError(f"-o {output}: a compressed output must be named *{COMPRESSED_SUFFIX} "
+                                 "(end a folder name with '/')")
         if into_folder and not out_path.is_dir():
             try:
                 out_path.mkdir(parents=True, exist_ok=True)
@@ -556,7 +594,7 @@ def plan_jobs(inputs: Sequence[str], output: str | None, suffix: str, *, expand:
             destination = str(Path(output) / Path(e.default_destination).name)
         else:
             destination = output
-        jobs.append(Job(e.source, destination, name=e.name, error=e.error, release=e.release))
+        jobs.append(Job(e.source, destination, name=e.name, error=e.error, release=e.release, origin=e.origin))
     return jobs
 
 
@@ -567,30 +605,18 @@ def _release(items: Sequence[_Entry | Job]) -> None:
                 item.release()
 
 
-def _same_file(a: str, b: str) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return os.path.abspath(a) == os.path.abspath(b)
+def _check_destination(job: Job, overwrite: bool, taken: set[str], *, inputs: Sequence[str] = (),
+                       weight_map: str | None = None) -> None:
+    """Refuse before any work, for the output and the weight map alike (``sarcodec.destinations``).
 
-
-def _check_destination(job: Job, overwrite: bool, taken: set[str]) -> None:
-    """Refuse before any work: overwriting an existing file, the input itself, or a sibling's output."""
-    if job.destination == STDIO:
-        return
-    key = os.path.abspath(job.destination)
-    if key in taken:
-        raise InputFileError(f"{job.destination}: already written by an earlier input of this run")
-    taken.add(key)
-    if job.source != STDIO and _same_file(job.source, job.destination):
-        raise UsageError(f"{job.destination}: the output would replace its own input; use -o")
-    dest = Path(job.destination)
-    if dest.is_dir():
-        raise InputFileError(f"{job.destination}: is a folder")
-    if dest.exists() and not overwrite:
-        raise InputFileError(f"{job.destination}: exists (use --overwrite to replace it)")
-    if not dest.parent.is_dir():
-        raise InputFileError(f"{job.destination}: folder {dest.parent} does not exist")
+    ``inputs`` are every file the run reads (all inputs, the products they came from, the model);
+    ``taken`` the destinations written so far in this run.
+    """
+    reads = [s for s in (job.source, job.origin, *inputs) if s and s != STDIO]
+    if job.destination != STDIO:
+        check_destination(job.destination, overwrite=overwrite, inputs=reads, taken=taken, what="output")
+    if weight_map is not None:
+        check_destination(weight_map, overwrite=overwrite, inputs=reads, taken=taken, what="weight map")
 
 
 def _check_source(job: Job) -> None:
@@ -641,19 +667,56 @@ class Scratch:
 
 
 def _spool_stdin(scratch: Scratch, suffix: str) -> str:
-    target = scratch.path / f"stdin{suffix}"
+    if stream_was_closed(0) or sys.stdin is None:
+        raise InputFileError(f"{STDIN_NAME}: standard input is closed")
+    return _spool(scratch, sys.stdin.buffer, f"stdin{suffix}", STDIN_NAME)
+
+
+def _spool(scratch: Scratch, stream: Any, file_name: str, shown_as: str) -> str:
+    """Copy a stream (stdin, a FIFO) into the scratch folder; GDAL and zip need a seekable file.
+
+    A blocked read is plain Python I/O, so Ctrl-C or SIGTERM while waiting for a writer ends the run
+    with 130 (GDAL blocked on a FIFO would swallow the signal until it returns).
+    """
+    target = scratch.path / file_name
     try:
         with open(target, "wb") as fh:
-            shutil.copyfileobj(sys.stdin.buffer, fh, 1 << 20)
+            shutil.copyfileobj(stream, fh, 1 << 20)
     except OSError as exc:
-        raise InputFileError(f"cannot spool standard input: {exc.strerror or exc}") from None
+        raise InputFileError(f"cannot spool {shown_as}: {exc.strerror or exc}") from None
     if target.stat().st_size == 0:
-        raise InputFileError(f"{STDIN_NAME}: empty input")
-    scratch.aliases[str(target)] = STDIN_NAME
+        raise InputFileError(f"{shown_as}: empty input")
+    scratch.aliases[str(target)] = shown_as
     return str(target)
 
 
+def _is_fifo(path: str) -> bool:
+    try:
+        return stat.S_ISFIFO(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
+def _spooled_source(job: Job, scratch: Scratch, suffix: str) -> str:
+    """What the engine opens for ``job``: the file itself, or a spool of stdin or of a FIFO.
+
+    A FIFO (``mkfifo``, or bash's ``<(cmd)``, which is ``/dev/fd/N``) can be read only once and not
+    seeked, so it is treated like stdin: opening it waits for a writer, then it is copied.
+    """
+    if job.source == STDIO:
+        return _spool_stdin(scratch, suffix)
+    if not _is_fifo(job.source):
+        return job.source
+    try:
+        with open(job.source, "rb") as fh:  # blocks until a writer opens the FIFO
+            return _spool(scratch, fh, f"fifo{suffix}", job.source_name)
+    except OSError as exc:
+        raise InputFileError(f"{job.source_name}: cannot read the FIFO: {exc.strerror or exc}") from None
+
+
 def _copy_to_stdout(path: str) -> None:
+    if stream_was_closed(1) or sys.stdout is None or not hasattr(sys.stdout, "buffer"):
+        raise InputFileError(f"{STDOUT_NAME}: standard output is closed; nothing was written")
     try:
         with open(path, "rb") as fh:
             shutil.copyfileobj(fh, sys.stdout.buffer, 1 << 20)
@@ -675,7 +738,7 @@ def _ask_crs(name: str) -> str | None:
     """Prompt on the terminal until a valid CRS or Enter (keep none); EOF keeps none too."""
     for _attempt in range(3):
         try:
-            sys.stderr.write(f"CRS for {name} (EPSG:XXXX or WKT, Enter keeps none): ")
+            sys.stderr.write(f"{PROG}: CRS for {one_line(name)} (EPSG:XXXX or WKT, Enter keeps none): ")
             sys.stderr.flush()
             answer = sys.stdin.readline()
         except (OSError, ValueError):
@@ -735,6 +798,14 @@ class RunContext:
     messages: TextIO  # summaries: stdout, or stderr when stdout carries data
     taken: set[str] = field(default_factory=set)
     model: ModelSummary | None = None
+    inputs: list[str] = field(default_factory=list)  # every file the run reads: no output may replace one
+
+
+def _run_inputs(ctx: RunContext, jobs: Sequence[Job]) -> list[str]:
+    """The files this run reads: each input (and the product it came from) and the model checkpoint."""
+    files = [s for j in jobs for s in (j.source, j.origin) if s and s != STDIO]
+    files.append(str(ctx.model.path if ctx.model is not None else _resolve_model(ctx)))
+    return files
 
 
 def _report(exc: BaseException, name: str | None, debug: bool, shown: Callable[[str], str] = str) -> int:
@@ -780,11 +851,17 @@ def _check_weight_map(args: argparse.Namespace, jobs: list[Job]) -> None:
 
 
 def _weight_map_for(args: argparse.Namespace, job: Job) -> str | None:
+    """The weight map's path: ``--weight-map`` itself, or ``<output stem>.weights.tif`` in that folder.
+
+    Named after the output, not the source: outputs are unique within a run (a product's source is an
+    in-memory VRT whose name means nothing), so weight maps are too.
+    """
     if not args.weight_map:
         return None
     target = Path(args.weight_map)
     if target.is_dir():
-        stem = "stdin" if job.source == STDIO else Path(job.source).stem
+        stem = Path(job.destination).stem if job.destination != STDIO else (
+            "stdin" if job.source == STDIO else Path(job.source).stem)
         return str(target / f"{stem}.weights.tif")
     return str(target)
 
@@ -802,23 +879,40 @@ def run_each(ctx: RunContext, jobs: list[Job], work: Callable[[RunContext, Job, 
     run: the user wants the command to end, not to skip to the next file.
     """
     first = EXIT_OK
-    for job in jobs:
-        scratch = Scratch()
-        try:
-            work(ctx, job, scratch)
-        except KeyboardInterrupt:
+    job: Job | None = None
+    try:
+        for job in jobs:
+            scratch = Scratch()
+            try:
+                work(ctx, job, scratch)
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:  # noqa: BLE001 - every failure becomes one line and a code
+                if isinstance(exc, SarcodecError) and exc.exit_code == EXIT_INTERRUPTED:
+                    raise KeyboardInterrupt(str(exc)) from exc  # main() says "interrupted", once
+                code = _report(exc, job.source_name, ctx.args.debug, scratch.shown)
+                first = first or code
+                if _torchrun_rank() is not None:
+                    break  # torchrun ranks must stay on the same file: after a failure none goes on
+            finally:
+                scratch.cleanup()
+                _release([job])
+    except KeyboardInterrupt:
+        if not jobs or job is not jobs[-1] or not _output_in_place(job):
             raise
-        except Exception as exc:  # noqa: BLE001 - every failure becomes one line and a code
-            if isinstance(exc, SarcodecError) and exc.exit_code == EXIT_INTERRUPTED:
-                raise KeyboardInterrupt(str(exc)) from exc  # main() says "interrupted", once
-            code = _report(exc, job.source_name, ctx.args.debug, scratch.shown)
-            first = first or code
-            if _torchrun_rank() is not None:
-                break  # torchrun ranks must stay on the same file: after a failure none goes on
-        finally:
-            scratch.cleanup()
-            _release([job])
+        # The signal came after the last file's final rename: the complete new file is in place, so
+        # exit 130 ("the previous file is intact") would be a lie. Report success instead.
+        _say(sys.stderr, _warn_line(f"{job.destination_name}: interrupted after it was written completely; "
+                                    "it is kept"))
+    finally:
+        forget(ctx.taken)
+    ctx.args.completed_code = first  # main(): a signal arriving after this point changes nothing
     return first
+
+
+def _output_in_place(job: Job) -> bool:
+    """Whether this run's new output (not the previous file) is now at the job's destination."""
+    return job.destination != STDIO and was_published(job.destination)
 
 
 def _torchrun_rank() -> int | None:
@@ -840,8 +934,9 @@ def _compress_one(ctx: RunContext, job: Job, scratch: Scratch) -> None:
     _check_source(job)
     if job.name:
         scratch.aliases[job.source] = job.name
-    _check_destination(job, args.overwrite, ctx.taken)
-    source = _spool_stdin(scratch, RASTER_SUFFIX) if job.source == STDIO else job.source
+    weight_map = _weight_map_for(args, job) if rank is None else None  # torchrun ranks write none
+    _check_destination(job, args.overwrite, ctx.taken, inputs=ctx.inputs, weight_map=weight_map)
+    source = _spooled_source(job, scratch, RASTER_SUFFIX)
     info = _pipeline().inspect_raster(source)
     crs = resolve_crs(job.source_name, info.has_valid_crs, args.crs, interactive=_interactive() and rank is None)
     crs_warned = not info.has_valid_crs and crs is None
@@ -855,7 +950,7 @@ def _compress_one(ctx: RunContext, job: Job, scratch: Scratch) -> None:
         batch_size=args.batch_size,
         model_path=str(ctx.model.path),
         crs=crs,
-        weight_map=_weight_map_for(args, job),
+        weight_map=weight_map if rank is None else _weight_map_for(args, job),
         estimate_quality=args.estimate_quality,
     )
     with make_progress(prefix=job.source_name, quiet=args.quiet or bool(rank), cancel=ctx.cancel) as progress:
@@ -872,7 +967,7 @@ def _compress_one(ctx: RunContext, job: Job, scratch: Scratch) -> None:
     if job.destination == STDIO:
         _copy_to_stdout(destination)
     if not args.quiet:
-        _say(ctx.messages, compress_summary(job, result))
+        _say_summary(ctx, compress_summary(job, result))
 
 
 def compress_summary(job: Job, result: Any) -> str:
@@ -898,8 +993,9 @@ def _decompress_one(ctx: RunContext, job: Job, scratch: Scratch) -> None:
     rank = _torchrun_rank()
     _refuse_stdio_under_torchrun(job, rank)
     _check_source(job)
-    _check_destination(job, args.overwrite, ctx.taken)
-    source = _spool_stdin(scratch, COMPRESSED_SUFFIX) if job.source == STDIO else job.source
+    weight_map = _weight_map_for(args, job) if rank is None else None  # torchrun ranks write none
+    _check_destination(job, args.overwrite, ctx.taken, inputs=ctx.inputs, weight_map=weight_map)
+    source = _spooled_source(job, scratch, COMPRESSED_SUFFIX)
     header = _pipeline().container_info(source)
     valid_crs = _container_has_valid_crs(header)
     crs = resolve_crs(job.source_name, valid_crs, args.crs, interactive=_interactive() and rank is None)
@@ -914,7 +1010,7 @@ def _decompress_one(ctx: RunContext, job: Job, scratch: Scratch) -> None:
         model_path=str(ctx.model.path) if ctx.model is not None else None,
         crs=crs,
         overlap=args.overlap,
-        weight_map=_weight_map_for(args, job),
+        weight_map=weight_map if rank is None else _weight_map_for(args, job),
         salvage=args.salvage,
     )
     with make_progress(prefix=job.source_name, quiet=args.quiet or bool(rank), cancel=ctx.cancel) as progress:
@@ -936,7 +1032,7 @@ def _decompress_one(ctx: RunContext, job: Job, scratch: Scratch) -> None:
     if job.destination == STDIO:
         _copy_to_stdout(destination)
     if not args.quiet:
-        _say(ctx.messages, decompress_summary(job, result, size, args))
+        _say_summary(ctx, decompress_summary(job, result, size, args))
 
 
 def decompress_summary(job: Job, result: Any, size: int | None, args: argparse.Namespace) -> str:
@@ -968,6 +1064,7 @@ def _model_for_decompress(ctx: RunContext) -> None:
 def _check_device(args: argparse.Namespace) -> None:
     """An unusable ``--device cuda[:i]`` is one usage error up front, not one per input file."""
     if args.device.startswith("cuda"):
+        _import_engine()
         from sarcodec.device import DevicePolicy
 
         DevicePolicy(args.device, args.batch_size).resolve()
@@ -981,9 +1078,11 @@ def run_compress(args: argparse.Namespace, cancel: CancelToken) -> int:
     jobs = plan_jobs(args.inputs, args.output, COMPRESSED_SUFFIX, expand=True)
     try:
         _check_weight_map(args, jobs)
+        _check_tile_geometry(args)
         _check_device(args)
         ctx = RunContext(args, cancel, _messages_stream(jobs))
         _model_for_compress(ctx)
+        ctx.inputs = _run_inputs(ctx, jobs)
         return run_each(ctx, jobs, _compress_one)
     finally:
         _release(jobs)  # in-memory VRTs of products that never ran (a model error stops the run early)
@@ -995,6 +1094,7 @@ def run_decompress(args: argparse.Namespace, cancel: CancelToken) -> int:
     _check_device(args)
     ctx = RunContext(args, cancel, _messages_stream(jobs))
     _model_for_decompress(ctx)
+    ctx.inputs = _run_inputs(ctx, jobs)
     return run_each(ctx, jobs, _decompress_one)
 
 
@@ -1045,7 +1145,7 @@ def format_header(name: str, header: dict[str, Any]) -> str:
 
 def _info_one(ctx: RunContext, job: Job, scratch: Scratch) -> None:
     _check_source(job)
-    source = _spool_stdin(scratch, COMPRESSED_SUFFIX) if job.source == STDIO else job.source
+    source = _spooled_source(job, scratch, COMPRESSED_SUFFIX)
     header = _pipeline().container_info(source)
     if ctx.args.json:
         _say(sys.stdout, json.dumps({"file": job.source_name, "header": header}, indent=2, default=str))
@@ -1065,6 +1165,43 @@ def run_info(args: argparse.Namespace, cancel: CancelToken) -> int:
 # signals and the entry point
 
 
+class _SignalState:
+    """Where a signal may raise: ``depth`` > 0 inside ``signals_deferred``; ``pending`` is one that waited."""
+
+    depth = 0
+    pending: str | None = None
+
+
+_SIGNALS = _SignalState()
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold a Ctrl-C/SIGTERM raised by ``interrupt_handlers`` until the block ends, then raise it.
+
+    For code a ``KeyboardInterrupt`` must not cut through: importing torch runs Python callbacks
+    inside pybind11 calls, and an exception raised there reaches a C++ ``noexcept`` frame, which
+    calls ``std::terminate`` (exit -6 and a C++ message instead of 130). The cancel token is set at
+    once, so worker threads still stop.
+    """
+    _SIGNALS.depth += 1
+    try:
+        yield
+    finally:
+        _SIGNALS.depth -= 1
+        if not _SIGNALS.depth and _SIGNALS.pending is not None:
+            name, _SIGNALS.pending = _SIGNALS.pending, None
+            raise KeyboardInterrupt(name)
+
+
+def _import_engine() -> None:
+    """Import the torch-based engine with signals deferred (see ``signals_deferred``); cheap once done."""
+    if "sarcodec.codec.pipeline" in sys.modules:
+        return
+    with signals_deferred():
+        import sarcodec.codec.pipeline  # noqa: F401 - imports torch, the model and the device policy
+
+
 @contextlib.contextmanager
 def interrupt_handlers(cancel: CancelToken) -> Iterator[None]:
     """SIGINT, SIGTERM and SIGHUP all become ``KeyboardInterrupt`` plus a set cancel token.
@@ -1072,18 +1209,24 @@ def interrupt_handlers(cancel: CancelToken) -> Iterator[None]:
     The exception unwinds through the engine's ``finally`` blocks (temporary files removed, nothing
     renamed into place); the token stops worker threads that poll it. Later signals while that
     cleanup runs are ignored so a second Ctrl-C cannot cut the cleanup short (SIGKILL still works).
+    Inside ``signals_deferred`` the exception waits for the end of the block.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     fired = threading.Event()
+    _SIGNALS.pending = None
 
     def handler(signum: int, frame: Any) -> None:
         if fired.is_set():
             return
         fired.set()
         cancel.cancel()
-        raise KeyboardInterrupt(signal.Signals(signum).name)
+        name = signal.Signals(signum).name
+        if _SIGNALS.depth:
+            _SIGNALS.pending = name
+            return
+        raise KeyboardInterrupt(name)
 
     wanted = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
     previous = {}
@@ -1114,31 +1257,47 @@ def _gdal_messages_to_log() -> Iterator[None]:
         yield
 
 
+def _stdout_closed_for_data(args: argparse.Namespace) -> bool:
+    """``-o -`` (or ``-`` in with no ``-o``) while stdout was closed at start-up (``>&-``)."""
+    if not stream_was_closed(1) or args.command not in ("compress", "decompress"):
+        return False
+    return args.output == STDIO or (args.output is None and STDIO in args.inputs)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse, run, and return the exit code (also for ``--help`` and usage errors)."""
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help, --version and usage errors exit from inside argparse
-        return exc.code if isinstance(exc.code, int) else (EXIT_OK if exc.code is None else EXIT_USAGE)
-    if getattr(args, "command", None) is None:
-        _say(sys.stderr, _error_line(f"a command is required: compress, decompress or info (see '{PROG} --help')"))
-        return EXIT_USAGE
+    """Parse, run, and return the exit code (also for ``--help`` and usage errors).
+
+    The standard fds are checked before anything prints, and the signal handlers are in place
+    before parsing (``--crs`` validation imports rasterio): from here on a Ctrl-C or SIGTERM
+    always ends in exit 130 and one line.
+    """
+    guard_standard_streams()
     cancel = CancelToken()
     started = time.monotonic()
-    with interrupt_handlers(cancel):
+    args: argparse.Namespace | None = None
+    with interrupt_handlers(cancel), messages_to_stderr():
         try:
+            try:
+                args = build_parser().parse_args(argv)
+            except SystemExit as exc:  # --help, --version and usage errors exit from inside argparse
+                return exc.code if isinstance(exc.code, int) else (EXIT_OK if exc.code is None else EXIT_USAGE)
+            if getattr(args, "command", None) is None:
+                _say(sys.stderr, _error_line(f"a command is required: compress, decompress or info "
+                                             f"(see '{PROG} --help')"))
+                return EXIT_USAGE
+            if _stdout_closed_for_data(args):
+                _say(sys.stderr, _error_line(f"{STDOUT_NAME}: standard output is closed; nothing was written"))
+                return EXIT_FILE
             with _gdal_messages_to_log():
-                code = args.handler(args, cancel)
+                return args.handler(args, cancel)
         except KeyboardInterrupt as exc:
-            if args.debug:
+            if args is not None and args.debug:
                 traceback.print_exception(exc, file=sys.stderr)
             _say(sys.stderr, _error_line(f"interrupted after {time.monotonic() - started:.1f} s; "
                                          "no partial output was left"))
             return EXIT_INTERRUPTED
         except Exception as exc:  # noqa: BLE001 - plan-level failures (usage, model): one line
-            return _report(exc, None, args.debug)
-    return code
+            return _report(exc, None, bool(args is not None and args.debug))
 
 
 __all__ = ["build_parser", "default_model_path", "main", "version_text"]

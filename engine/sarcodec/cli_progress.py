@@ -9,6 +9,8 @@ reasons shape it:
   terminal the adapter prints one line per 10 % instead;
 - ``--quiet`` must silence progress and notes but never warnings, which tell the user something
   about their data (a missing CRS, bad tiles replaced by the original).
+- a line is a line: a newline in a file name is written escaped (``sarcodec.cli_streams.one_line``)
+  so it cannot split a progress line or forge a new ``sarcodec:`` one.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import sys
 import time
 from typing import TextIO
 
+from sarcodec.cli_streams import one_line
 from sarcodec.progress import BaseProgress, CancelToken
 
 PLAIN_STEP = 0.10  # plain mode prints a line every 10 % of the work
@@ -57,8 +60,10 @@ class CliProgress(BaseProgress):
         """Stop any live display; idempotent."""
 
     def _emit(self, text: str) -> None:
+        if self.stream is None:  # a closed stderr: print(file=None) would write into stdout
+            return
         try:
-            print(text, file=self.stream, flush=True)
+            print(one_line(text), file=self.stream, flush=True)
         except (OSError, ValueError):  # a closed stderr must not turn a good run into a failure
             pass
 
@@ -156,7 +161,7 @@ class RichProgress(CliProgress):
         if not self._running:
             self._bar.start()
             self._running = True
-        description = f"{self.prefix} {label}".strip() if self.prefix else label
+        description = one_line(f"{self.prefix} {label}".strip() if self.prefix else label)
         room = max(12, self.console.width - FIXED_COLUMNS_WIDTH)
         if len(description) > room:
             description = description[: room - 1] + "…"
@@ -174,7 +179,7 @@ class RichProgress(CliProgress):
     def _emit(self, text: str) -> None:
         # Printing through the console keeps messages above the live bar instead of tearing it.
         try:
-            self.console.print(text, markup=False, highlight=False)
+            self.console.print(one_line(text), markup=False, highlight=False)
         except (OSError, ValueError):
             pass
 

@@ -368,7 +368,21 @@ class ShardFolder:
         return data
 
     def remove(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
+        """Remove the folder completely, even when SIGTERM or Ctrl-C interrupts the removal.
+
+        torchrun sends SIGTERM to the survivors of a dead rank just as they clean up after the
+        broken collective; the signal's KeyboardInterrupt used to stop ``rmtree`` half-way and
+        leave the folder behind. The removal is finished first, then the interrupt goes on.
+        """
+        interrupted: KeyboardInterrupt | None = None
+        while True:
+            try:
+                shutil.rmtree(self.path, ignore_errors=True)
+                break
+            except KeyboardInterrupt as exc:  # the handlers ignore repeats, so the retry completes
+                interrupted = exc
+        if interrupted is not None:
+            raise interrupted
 
 
 def remove_stale_shards(destination: Path) -> list[Path]:
@@ -525,6 +539,7 @@ def distributed_compress(source: str | os.PathLike[str], destination: str | os.P
                             enc = encode_band(plan, ds, i, writer, opts, mine_progress, chunk_rows=rows)
                             bands.append({"stats": enc.stats, "uncodable_pixels": enc.uncodable_pixels,
                                           "bad_tiles": enc.bad_tiles, "device": enc.device,
+                                          "batch_size": enc.batch_size,
                                           "samples": [[cr, cc, s.to_list()]
                                                       for (cr, cc), s in sorted(enc.samples.items())]})
                 writer.finish({"chunk_rows": [rows.start, rows.stop], "bands": bands})
@@ -599,7 +614,7 @@ def _merge_bands(indices: list[dict], n_bands: int, band_cls: Any, sample_cls: A
             for cr, cc, values in b["samples"]:
                 samples.setdefault((cr, cc), sample_cls.from_list(values))
         bands.append(band_cls(first["stats"], samples, sum(b["uncodable_pixels"] for _, b in parts),
-                              sum(b["bad_tiles"] for _, b in parts), first["device"]))
+                              sum(b["bad_tiles"] for _, b in parts), first["device"], first["batch_size"]))
     return bands
 
 
@@ -656,7 +671,7 @@ def _decode_shard(ctx: RankContext, shards: ShardFolder, reader: Any, plan: Deco
     policy = DevicePolicy(options.device, options.batch_size)
     coder = _latent_coder(model)
     damaged: list[int] = []
-    device = ""
+    device, batch_size = "", 0
     writer = ShardWriter(shards, ctx.rank)
     try:
         if len(rows):
@@ -671,18 +686,18 @@ def _decode_shard(ctx: RankContext, shards: ShardFolder, reader: Any, plan: Deco
                 rep = run_tiled(decoder, src, band_writer, tile_size=grid.get("tile_size", 256) // STRIDE,
                                 overlap=plan.overlap // STRIDE, window="cosine", policy=policy, progress=progress,
                                 out_rows=out_rows)
-                device = rep.device
+                device, batch_size = rep.device, rep.batch_size
         writer.finish({"damaged": sorted(set(damaged)), "device": device})
     except BaseException:
         writer.abort()
         raise
-    return {"device": device}
+    return {"device": device, "batch_size": batch_size}
 
 
 def _stitch(ctx: RankContext, shards: ShardFolder, plan: DecodePlan, options: Any, source: Any,
             destination: str | os.PathLike[str], report: dict[str, Any], t0: float) -> Any:
     """Rank 0: write every rank's rows into one GeoTIFF, checking each band is covered exactly once."""
-    from .codec.pipeline import DecompressResult, _to_cog
+    from .codec.pipeline import DecompressResult, _to_cog, salvage_warning
     from .geometa import apply_geo_metadata
     from .raster_io import GeoTiffSink
 
@@ -729,11 +744,12 @@ def _stitch(ctx: RankContext, shards: ShardFolder, plan: DecodePlan, options: An
             out.tmp.unlink(missing_ok=True)
     warnings = list(plan.warnings)
     if damaged:
-        warnings.append(f"damaged chunks {sorted(damaged)} were decoded as nodata (--salvage)")
+        warnings.append(salvage_warning(sorted(damaged), plan.damage_value))
     device = report.get("device", "")
     return DecompressResult(input=str(source), output=str(destination), width=width, height=height, bands=bands,
                             dtype=plan.out_dtype.name, device=f"{device} x {ctx.world_size} ranks",
-                            seconds=time.monotonic() - t0, damaged_chunks=sorted(damaged), warnings=warnings)
+                            seconds=time.monotonic() - t0, damaged_chunks=sorted(damaged), warnings=warnings,
+                            batch_size=report.get("batch_size", 0))
 
 
 __all__ = [

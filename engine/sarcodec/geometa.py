@@ -35,6 +35,29 @@ from sarcodec.errors import UsageError
 #: Metadata domains that describe the file's encoding or GDAL internals, not the scene.
 _SKIPPED_DOMAINS = frozenset({"", "IMAGE_STRUCTURE", "DERIVED_SUBDATASETS", "SUBDATASETS"})
 
+#: Tags GDAL derives from the pixels (``gdalinfo -stats``, QGIS's first display of a layer, stored in
+#: the ``.aux.xml`` sidecar). They describe the original pixels, not the decoded ones: stored and
+#: written back they would report a wrong min/max/mean, and their appearance would change the header.
+_DERIVED_TAG_PREFIXES = ("STATISTICS_",)
+
+
+def _scene_tags(tags: Mapping[str, Any]) -> dict[str, Any]:
+    """``tags`` without the statistics GDAL derives from the pixels (see ``_DERIVED_TAG_PREFIXES``)."""
+    return {k: v for k, v in tags.items() if not str(k).upper().startswith(_DERIVED_TAG_PREFIXES)}
+
+
+def _drop_derived(meta: dict[str, Any]) -> dict[str, Any]:
+    """Remove derived statistics from dataset and band tags in place (empty entries disappear)."""
+    if isinstance(meta.get("tags"), Mapping):
+        meta["tags"] = _scene_tags(meta["tags"])
+        if not meta["tags"]:
+            del meta["tags"]
+    if isinstance(meta.get("band_tags"), list):
+        meta["band_tags"] = [_scene_tags(t) if isinstance(t, Mapping) else t for t in meta["band_tags"]]
+        if not any(meta["band_tags"]):
+            del meta["band_tags"]
+    return meta
+
 
 def _num_out(value: float | int | None) -> float | int | str | None:
     """A number for JSON: ints stay ints, non-finite floats become strings."""
@@ -145,7 +168,7 @@ def read_geo_metadata(ds: Any) -> dict[str, Any]:
             domains[ns] = values
     if domains:
         meta["domains"] = domains
-    return meta
+    return _drop_derived(meta)
 
 
 def _default_colorinterp(count: int) -> list[str]:
@@ -289,11 +312,11 @@ def apply_geo_metadata(ds: Any, meta: Mapping[str, Any]) -> None:
     for i, desc in enumerate(meta.get("descriptions") or [], start=1):
         if i <= count and desc:
             ds.set_band_description(i, desc)
-    if meta.get("tags"):
-        ds.update_tags(**{str(k): str(v) for k, v in meta["tags"].items()})
+    if meta.get("tags"):  # older containers may hold derived statistics: never written back
+        ds.update_tags(**{str(k): str(v) for k, v in _scene_tags(meta["tags"]).items()})
     for i, tags in enumerate(meta.get("band_tags") or [], start=1):
         if i <= count and tags:
-            ds.update_tags(i, **{str(k): str(v) for k, v in tags.items()})
+            ds.update_tags(i, **{str(k): str(v) for k, v in _scene_tags(tags).items()})
     names = meta.get("colorinterp")
     if names and len(names) >= count:
         try:

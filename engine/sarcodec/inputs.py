@@ -8,10 +8,11 @@ itself only knows "a raster GDAL can open", so this module turns each of those i
 A SAFE product becomes one virtual raster (GDAL VRT, kept in ``/vsimem/``, nothing written to
 disk) with one band per polarisation, read straight from the measurement TIFFs (through
 ``/vsizip/`` for a zip: the product is never unpacked). The VRT carries what a SAR user needs to
-keep: the measurement TIFF's GCPs, the polarisation as band description, and the product's key
-annotations (mission, product type, mode, start/stop time, polarisations, orbit, pass) as dataset
-tags, which the container stores with the rest of the geospatial metadata. Products whose
-measurements differ in size (SLC: one TIFF per swath) give one item per swath.
+keep: the measurement TIFF's GCPs (or its map CRS and transform) and nodata, the polarisation as
+band description, and the product's key annotations (mission, product type, mode, start/stop time,
+polarisations, orbit, pass) as dataset tags, which the container stores with the rest of the
+geospatial metadata. Products whose measurements differ in size (SLC: one TIFF per swath) give one
+item per swath.
 """
 
 from __future__ import annotations
@@ -268,7 +269,8 @@ def _safe_items(product: _FolderProduct | _ZipProduct, origin: str) -> list[Inpu
             gpath = product.gdal_path(m.rel)
             try:
                 with rasterio.open(gpath) as ds:
-                    bands.append((m, gpath, ds.width, ds.height, ds.dtypes[0], ds.block_shapes[0], ds.gcps))
+                    bands.append((m, gpath, ds.width, ds.height, ds.dtypes[0], ds.block_shapes[0], ds.gcps,
+                                  _map_georef(ds)))
             except Exception as exc:  # rasterio raises several classes for unreadable files
                 raise InputFileError(f"{origin}: cannot read {m.rel}: {str(exc).splitlines()[0]}") from None
         sizes = {(b[2], b[3], b[4]) for b in bands}
@@ -290,10 +292,35 @@ def _annotation_for(product: _FolderProduct | _ZipProduct, files: list[str], m: 
     return product.read(rel) if rel in files else None
 
 
+def _map_georef(ds: Any) -> dict[str, Any]:
+    """A measurement's map georeference and nodata, for products delivered map-projected (or re-projected).
+
+    ESA's GRD measurements carry only GCPs, but products processed into a map CRS (and test or
+    third-party products) carry a CRS, a geotransform and a nodata value: the VRT must keep all three.
+    An identity transform without CRS is GDAL's "no geotransform" and is left out, as in ``geometa``.
+    """
+    try:
+        crs = ds.crs
+        wkt = crs.to_wkt() if crs is not None else None
+    except Exception:  # noqa: BLE001 - a broken SRS is no CRS (the --crs option can set one)
+        wkt = None
+    transform = ds.transform
+    try:
+        has_gcps = bool(ds.gcps[0])
+    except Exception:  # noqa: BLE001
+        has_gcps = False
+    georef = not (transform.is_identity and wkt is None) and not (has_gcps and transform.is_identity)
+    return {"crs": wkt or None, "transform": transform.to_gdal() if georef else None, "nodata": ds.nodata}
+
+
 def _vrt_xml(bands: list[tuple], tags: dict[str, str]) -> str:
-    """A VRT stacking the measurement rasters, with GCPs, band descriptions and product tags."""
-    _, _, width, height, dtype, _, (gcps, gcp_crs) = bands[0]
+    """A VRT stacking the measurement rasters, with georeference (GCPs or map), nodata, descriptions and tags."""
+    _, _, width, height, dtype, _, (gcps, gcp_crs), georef = bands[0]
     lines = [f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}">']
+    if georef["transform"] is not None:
+        if georef["crs"]:
+            lines.append(f"  <SRS>{escape(georef['crs'])}</SRS>")
+        lines.append(f"  <GeoTransform>{', '.join(repr(float(v)) for v in georef['transform'])}</GeoTransform>")
     if tags:
         lines.append("  <Metadata>")
         lines += [f"    <MDI key={quoteattr(k)}>{escape(v)}</MDI>" for k, v in sorted(tags.items())]
@@ -307,10 +334,12 @@ def _vrt_xml(bands: list[tuple], tags: dict[str, str]) -> str:
                          f"Line=\"{g.row!r}\" X=\"{g.x!r}\" Y=\"{g.y!r}\" Z=\"{z!r}\"/>")
         lines.append("  </GCPList>")
     gdal_type = _GDAL_TYPES.get(dtype, "Float32")
-    for i, (m, gpath, w, h, _dt, block, _) in enumerate(bands, start=1):
+    for i, (m, gpath, w, h, _dt, block, _, band_georef) in enumerate(bands, start=1):
         by, bx = block
+        nodata = band_georef["nodata"]
         lines += [
             f'  <VRTRasterBand dataType="{gdal_type}" band="{i}">',
+            *([f"    <NoDataValue>{float(nodata)!r}</NoDataValue>"] if nodata is not None else []),
             f"    <Description>{escape(m.pol)}</Description>",
             "    <Metadata>",
             f'      <MDI key="POLARISATION">{escape(m.pol)}</MDI>',

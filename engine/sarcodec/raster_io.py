@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
+from .destinations import make_temp, publish
 from .errors import InputFileError
 
 
@@ -146,24 +146,18 @@ def bounded_gdal_cache() -> Any:
 
 
 def temp_path_for(destination: str | os.PathLike, suffix: str = ".part") -> Path:
-    """A fresh hidden temporary file next to ``destination`` (same filesystem: rename is atomic)."""
-    dest = Path(destination)
-    folder = dest.parent if str(dest.parent) else Path(".")
-    try:
-        fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix, dir=folder)
-    except OSError as exc:
-        raise InputFileError(f"cannot write to {folder}: {exc.strerror or exc}") from exc
+    """A fresh hidden temporary file next to ``destination`` (same filesystem: the rename is atomic).
+
+    Named by ``sarcodec.destinations.make_temp``: short enough that a 255-byte output name works.
+    """
+    fd, name = make_temp(destination, suffix)
     os.close(fd)
-    # mkstemp creates 0600; the renamed result must get the permissions of any new file here.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(name, 0o666 & ~umask)
     return Path(name)
 
 
 @contextlib.contextmanager
 def atomic_output(destination: str | os.PathLike, suffix: str = ".part") -> Iterator[Path]:
-    """Yield a temporary path; on success rename it onto ``destination``, on any error remove it."""
+    """Yield a temporary path; on success publish it as ``destination``, on any error remove it."""
     tmp = temp_path_for(destination, suffix)
     try:
         yield tmp
@@ -175,16 +169,12 @@ def atomic_output(destination: str | os.PathLike, suffix: str = ".part") -> Iter
 
 
 def commit(tmp: str | os.PathLike, destination: str | os.PathLike) -> None:
-    """fsync and rename: after a crash the destination is the old file or the new one, never half."""
-    try:
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, destination)
-    except OSError as exc:
-        raise InputFileError(f"cannot write {destination}: {exc.strerror or exc}") from exc
+    """fsync and move into place through the one publish step (``sarcodec.destinations.publish``).
+
+    After a crash the destination is the old file or the new one, never half; without
+    ``--overwrite`` a destination that appeared meanwhile is not replaced (``InputFileError``).
+    """
+    publish(tmp, destination)
 
 
 def cast_block(block: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -267,7 +257,12 @@ class GeoTiffSink:
             self.abort()
             raise InputFileError(f"cannot write {self.destination}: {exc}") from exc
         if self.commit_on_close:
-            commit(self.tmp, self.destination)
+            try:
+                commit(self.tmp, self.destination)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    self.tmp.unlink()  # refused (the destination appeared) or interrupted: no file is left
+                raise
 
     def _verify(self) -> None:
         """Read the closed file's directory and last block back before it may replace anything.

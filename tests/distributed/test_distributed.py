@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 from pathlib import Path
 
@@ -129,6 +130,31 @@ def test_a_killed_rank_fails_the_run_and_leaves_nothing(tmp_path, safe_product, 
     # torchrun names the rank that died (the survivor may be stopped by torchrun before it can say why)
     assert "Root Cause" in proc.stderr and f"rank      : {dead_rank}" in proc.stderr
     assert not dest.exists()
+    assert shards_left(tmp_path) == [], proc.stderr[-4000:]
+
+
+def test_shard_folder_removal_interrupted_by_sigterm_still_completes(tmp_path, monkeypatch):
+    """torchrun's SIGTERM to the survivors can land in their cleanup: the folder must still go."""
+    import shutil
+
+    from sarcodec import distributed
+
+    folder = ShardFolder(tmp_path / "scene.npz", "0123456789ab")
+    folder.path.mkdir()
+    for name in ("rank-0.bin", "rank-1.bin", "rank-1.json"):
+        (folder.path / name).write_bytes(b"x")
+    real, calls = shutil.rmtree, []
+
+    def interrupted_once(path, ignore_errors=False):
+        calls.append(path)
+        if len(calls) == 1:  # SIGTERM after the first file: what the handler raises
+            (folder.path / "rank-0.bin").unlink()
+            raise KeyboardInterrupt("SIGTERM")
+        real(path, ignore_errors=ignore_errors)
+
+    monkeypatch.setattr(distributed.shutil, "rmtree", interrupted_once)
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+        folder.remove()
     assert shards_left(tmp_path) == []
 
 
@@ -188,3 +214,28 @@ def test_torchrun_m_sarcodec_compresses_a_zipped_product_and_decompresses_it(tmp
     with rasterio.open(reference["tif"]) as a, rasterio.open(tmp_path / "back.tif") as b:
         assert np.array_equal(a.read(), b.read()) and b.descriptions == ("VV", "VH")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["back.tif", npz.name])
+
+
+def test_torchrun_salvage_reports_what_one_process_reports(tmp_path, reference, dist_model):
+    """Same warnings (the nodata the damaged chunks got included) and batch size as without torchrun."""
+    from sarcodec.codec.container import ContainerReader
+
+    npz = tmp_path / "scene.npz"
+    npz.write_bytes(reference["npz"])
+    with ContainerReader(npz) as reader:
+        rec = reader.find(0, 1, 0, "latent")
+        start = reader._payload_start + rec.offset  # noqa: SLF001 - locate the bytes to damage
+    data = bytearray(npz.read_bytes())
+    data[start + rec.length // 2] ^= 0x10
+    npz.write_bytes(bytes(data))
+    one = decompress_container(npz, tmp_path / "one.tif", DecompressOptions(model_path=dist_model, device="cpu",
+                                                                            salvage=True))
+    proc = torchrun(2, "decompress", str(npz), str(tmp_path / "two.tif"), "--model", str(dist_model), "--salvage")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    two = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert one.damaged_chunks and two["damaged_chunks"] == one.damaged_chunks
+    assert any("became the output's nodata" in w for w in one.warnings)
+    assert two["warnings"] == one.warnings
+    assert two["batch_size"] == one.batch_size > 0
+    with rasterio.open(tmp_path / "one.tif") as a, rasterio.open(tmp_path / "two.tif") as b:
+        assert b.nodata == a.nodata is not None and np.array_equal(a.read(), b.read())

@@ -3,6 +3,7 @@
 Usage (under ``python -m torch.distributed.run --standalone --nproc-per-node N``)::
 
     worker.py compress INPUT OUT.npz --model M [--decompress OUT.tif]
+    worker.py decompress IN.npz OUT.tif --model M [--salvage]   (rank 0 prints the result as JSON)
 
 ``INPUT`` goes through ``resolve_inputs`` (so a SAFE folder or zip works as the CLI will use it).
 ``SARCODEC_TEST_CRASH=RANK`` makes that rank die abruptly (``os._exit``, no cleanup, like SIGKILL
@@ -13,6 +14,8 @@ answering instead: the faults the tests inject.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import sys
 import time
@@ -48,13 +51,14 @@ class HangingRankLog(distributed.RankLogProgress):
 
 def main() -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("command", choices=["compress"])
+    p.add_argument("command", choices=["compress", "decompress"])
     p.add_argument("input")
     p.add_argument("output")
     p.add_argument("--model", required=True)
     p.add_argument("--decompress")
     p.add_argument("--tile-size", type=int, default=128)
     p.add_argument("--overlap", type=int, default=32)
+    p.add_argument("--salvage", action="store_true")
     args = p.parse_args()
     crash = os.environ.get("SARCODEC_TEST_CRASH")
     rank = int(os.environ["RANK"])
@@ -68,6 +72,8 @@ def main() -> int:
     if hang is not None and int(hang) == rank and rank:
         distributed.RankLogProgress = HangingRankLog  # type: ignore[misc]
     assert distributed.is_distributed()
+    if args.command == "decompress":
+        return decompress(args, rank, progress)
     item = resolve_inputs(args.input)[0]
     try:
         result = distributed.distributed_compress(
@@ -87,6 +93,19 @@ def main() -> int:
     except KeyboardInterrupt:
         sys.stderr.write("sarcodec: error: interrupted; no partial output was left\n")
         return 130
+    return 0
+
+
+def decompress(args: argparse.Namespace, rank: int, progress: NullProgress) -> int:
+    try:
+        result = distributed.distributed_decompress(
+            args.input, args.output, DecompressOptions(model_path=args.model, device="cpu", salvage=args.salvage),
+            progress)
+    except Exception as exc:  # noqa: BLE001 - shown as the CLI would: one line and its exit code
+        sys.stderr.write(f"sarcodec: error: {exc}\n")
+        return getattr(exc, "exit_code", 1)
+    if rank == 0:
+        print(json.dumps(dataclasses.asdict(result)), flush=True)
     return 0
 
 

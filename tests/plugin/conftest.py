@@ -34,6 +34,7 @@ class RecordingFeedback(QgsProcessingFeedback):
         self.progress_values: list[float] = []
         self.infos: list[str] = []
         self.warnings: list[str] = []
+        self.commands: list[str] = []
         self.cancel_after = cancel_after
         self.progressChanged.connect(self._on_progress)
 
@@ -49,6 +50,10 @@ class RecordingFeedback(QgsProcessingFeedback):
     def pushWarning(self, warning: str) -> None:  # noqa: N802 - QGIS API name
         self.warnings.append(warning)
         super().pushWarning(warning)
+
+    def pushCommandInfo(self, info: str) -> None:  # noqa: N802 - QGIS API name
+        self.commands.append(info)
+        super().pushCommandInfo(info)
 
     def reportError(self, error: str, fatalError: bool = False) -> None:  # noqa: N802, N803 - QGIS API names
         self.warnings.append(error)

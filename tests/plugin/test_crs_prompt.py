@@ -35,8 +35,9 @@ def test_dialog_fills_crs_from_the_projection_selector(nocrs_tif, tmp_path, monk
 
     asked: list[str] = []
 
-    def fake_selector(parent, name):
+    def fake_selector(parent, name, georeferenced=True):
         asked.append(name)
+        assert georeferenced  # nocrs.tif has a geotransform: a CRS alone places it
         return QgsCoordinateReferenceSystem(answer) if answer else None
 
     monkeypatch.setattr(dialog_module, "ask_for_crs", fake_selector)
@@ -56,5 +57,35 @@ def test_dialog_fills_crs_from_the_projection_selector(nocrs_tif, tmp_path, monk
     dlg.setParameters({"INPUT": layer, "OUTPUT": str(tmp_path / "d.npz"), "CRS": "EPSG:4326"})
     dlg.prompt_for_missing_crs()
     assert len(asked) == 1  # a CRS given: no question
+    dlg.deleteLater()
+    QgsProject.instance().removeMapLayer(layer.id())
+
+
+def test_dialog_steps_tile_widgets_by_16_and_warns_about_unplaced_rasters(tmp_path, monkeypatch, qgis_iface):
+    import warnings
+
+    import rasterio
+
+    from sarcodec_plugin import dialog as dialog_module
+    from tests.conftest import speckled_scene
+
+    monkeypatch.setattr(qgis_iface, "browserModel", lambda: None, raising=False)
+    path = tmp_path / "unplaced.tif"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with rasterio.open(path, "w", driver="GTiff", width=64, height=64, count=1, dtype="uint16") as ds:
+            ds.write(speckled_scene(64, 64, seed=5), 1)
+    flags: list[bool] = []
+    monkeypatch.setattr(dialog_module, "ask_for_crs", lambda parent, name, georeferenced=True: flags.append(
+        georeferenced))
+    layer = QgsRasterLayer(str(path), "unplaced")
+    QgsProject.instance().addMapLayer(layer)
+    dlg = alg("sarcodec:compress").createCustomParametersWidget(None)
+    wrappers = dlg.mainWidget().wrappers
+    assert wrappers["TILE_SIZE"].wrappedWidget().singleStep() == 16
+    assert wrappers["OVERLAP"].wrappedWidget().singleStep() == 16
+    dlg.setParameters({"INPUT": layer, "OUTPUT": str(tmp_path / "u.npz")})
+    dlg.prompt_for_missing_crs()
+    assert flags == [False]
     dlg.deleteLater()
     QgsProject.instance().removeMapLayer(layer.id())

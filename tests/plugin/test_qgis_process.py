@@ -76,3 +76,53 @@ def test_bad_input_fails_with_one_line_and_no_output(qgis_env, tmp_path):
     assert "Input is not a raster GDAL can read: text.tif" in proc.stdout + proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
     assert files_in(tmp_path) == before
+
+
+def test_help_is_plain_text_and_enums_take_option_numbers(qgis_env, scene_tif, tmp_path):
+    for alg in ("sarcodec:compress", "sarcodec:decompress", "sarcodec:info"):
+        proc = qgis_process(qgis_env, "help", alg, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        assert not any(tag in proc.stdout for tag in ("<p>", "<b>", "<li>", "<code>")), proc.stdout[:2000]
+    proc = qgis_process(qgis_env, "run", "sarcodec:compress", "--", f"INPUT={scene_tif.name}", "OUTPUT=n.npz",
+                        "DEVICE=1", "ESTIMATE_QUALITY=0", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert proc.stdout.count("compress band 1/1:") == 1, proc.stdout  # each progress line once
+    assert f"sarcodec compress {scene_tif.name} -o n.npz" in proc.stdout and "--device cpu" in proc.stdout
+    assert "WARNING" not in proc.stdout + proc.stderr  # a CPU run is normal, not a warning
+    proc = qgis_process(qgis_env, "run", "sarcodec:decompress", "--", "INPUT=n.npz", "OUTPUT=n.tif",
+                        "TIFF_COMPRESS=2", "OUTPUT_DTYPE=3", "DEVICE=1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    import rasterio
+
+    with rasterio.open(tmp_path / "n.tif") as ds:
+        assert ds.dtypes[0] == "int16" and ds.profile["compress"].upper() == "ZSTD"
+
+
+def test_sigterm_leaves_no_temporary_files(qgis_env, write_geotiff, tmp_path):
+    """Batch schedulers, `timeout` and systemd stop qgis_process with SIGTERM: nothing may be left behind."""
+    import signal
+    import time
+
+    from tests.conftest import speckled_scene
+
+    write_geotiff(speckled_scene(2048, 2048, seed=9), "big.tif")
+    before = files_in(tmp_path)
+    proc = subprocess.Popen([QGIS_PROCESS, "run", "sarcodec:compress", "--", "INPUT=big.tif", "OUTPUT=big.npz",
+                             "DEVICE=cpu"], env=qgis_env, cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 150
+        # wait until the engine is writing its hidden temporary file: the signal then lands mid-write
+        while not (files_in(tmp_path) - before) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert proc.poll() is None, "the run ended before it started writing: the test proves nothing"
+        assert any(Path(name).name.startswith(".") for name in files_in(tmp_path) - before)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=150)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode != 0, out[-2000:]
+    assert "Stopped by SIGTERM: no output was written." in out, out[-2000:]
+    assert files_in(tmp_path) - before <= {"big.tif.aux.xml"}, sorted(files_in(tmp_path) - before)

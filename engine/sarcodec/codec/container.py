@@ -45,10 +45,24 @@ from typing import IO, Any, BinaryIO
 import numpy as np
 import numpy.lib.format as npformat
 
+from sarcodec.codec.header import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    MAX_BANDS,
+    MAX_BLOCK_PIXELS,
+    MAX_CHUNK_COORD,
+    MAX_DIM,
+    MAX_HEADER_BYTES,
+    MAX_PIXELS_PER_BAND,
+    MAX_RECORDS,
+    RESERVED_KEYS,
+    SUPPORTED_DTYPES,
+    ContainerHeader,
+)
+from sarcodec.codec.header import header_problem as _schema_problem
+from sarcodec.destinations import make_temp, publish
 from sarcodec.errors import ContainerError, DamagedChunkError, InputFileError
 
-FORMAT_NAME = "sarcodec"
-FORMAT_VERSION = 1
 MAGIC = b"SARCODEC"
 #: magic (8 bytes) + little-endian u32 format version + little-endian u32 crc32 of the JSON bytes
 PREFIX = struct.Struct("<8sII")
@@ -65,20 +79,15 @@ INDEX_COLUMNS = ("band", "chunk_row", "chunk_col", "kind", "offset", "length", "
 KINDS: dict[str, int] = {"latent": 0, "mask": 1, "fallback": 2, "extra": 3}
 KIND_NAMES: dict[int, str] = {v: k for k, v in KINDS.items()}
 
-#: Sanity limits applied to anything read from a file before memory is allocated for it.
-MAX_HEADER_BYTES = 16 << 20
-MAX_RECORDS = 4_000_000
-MAX_BANDS = 65535
-MAX_DIM = 2**31 - 1
-MAX_PIXELS_PER_BAND = 2**36
-MAX_BLOCK_PIXELS = 2**28
-_MAX_CHUNK_COORD = 2**31 - 1
+#: The sanity limits (applied to anything read from a file before memory is allocated for it) and
+#: the format's name and version live in ``header.py`` with the header schema; re-exported here.
+_MAX_CHUNK_COORD = MAX_CHUNK_COORD
 
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed, so identical input gives byte-identical files
 _COPY_BLOCK = 1 << 20
 _LOCAL_HEADER = struct.Struct("<4s5H3L2H")
-_RESERVED_KEYS = ("format", "format_version", "records", "payload_bytes", "index_crc32")
-_SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "uint32", "int32", "float32", "float64")
+_RESERVED_KEYS = RESERVED_KEYS
+_SUPPORTED_DTYPES = SUPPORTED_DTYPES
 
 
 def kind_code(kind: str | int) -> int:
@@ -276,41 +285,14 @@ def decode_fallback(data: bytes) -> tuple[np.ndarray, np.ndarray]:
 # header validation shared by writer and reader
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def header_problem(header: Mapping[str, Any]) -> str | None:
     """Why a header is unacceptable (one short phrase), or None when it is fine.
 
-    Checks the container's own fields and the generic ones every reader relies on before
-    allocating anything (shape, dtype, domain); codec-specific fields are the pipeline's business.
+    Checks the container's own fields and the type and range of every other field present: the
+    one schema, :class:`sarcodec.codec.header.ContainerHeader`, shared by writer and reader. What
+    decoding additionally needs (all codec fields present) is ``ContainerHeader.validate``.
     """
-    if header.get("format") != FORMAT_NAME:
-        return "header does not name the sarcodec format"
-    if header.get("format_version") != FORMAT_VERSION:
-        return f"header format_version {header.get('format_version')!r} differs from the file's"
-    for key, hi in (("records", MAX_RECORDS), ("payload_bytes", 2**62), ("index_crc32", 2**32 - 1)):
-        v = header.get(key)
-        if not _is_int(v) or not 0 <= v <= hi:
-            return f"header field {key!r} is missing or out of range"
-    if "shape" in header:
-        shape = header["shape"]
-        if (not isinstance(shape, list) or len(shape) != 3 or not all(_is_int(s) for s in shape)):
-            return "header shape is not [bands, height, width]"
-        bands, height, width = shape
-        if not (1 <= bands <= MAX_BANDS and 1 <= height <= MAX_DIM and 1 <= width <= MAX_DIM):
-            return f"header shape {shape} is out of range"
-        if height * width > MAX_PIXELS_PER_BAND:
-            return f"header shape {shape} is implausibly large"
-    if "dtype" in header and header["dtype"] not in _SUPPORTED_DTYPES:
-        return f"header dtype {header['dtype']!r} is not supported"
-    if "domain" in header:
-        from sarcodec.codec.domains import Domain
-
-        if header["domain"] not in {d.value for d in Domain}:
-            return f"header domain {header['domain']!r} is unknown"
-    return None
+    return _schema_problem(header)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -347,19 +329,6 @@ def _cleanup(paths: list[str], files: tuple[IO[bytes], ...] = ()) -> None:
         except OSError:
             continue
         paths.remove(p)
-
-
-def _fsync_dir(folder: str) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _default_mode() -> int:
@@ -406,11 +375,10 @@ class ContainerWriter:
         self._keys: set[tuple[int, int, int, int]] = set()
         self._size = 0
         self._state = "open"
-        try:
-            fd, spill = tempfile.mkstemp(dir=folder, prefix=f".{stem}.", suffix=".spill.part")
-        except OSError as exc:
-            raise InputFileError(f"{self.name}: cannot create a temporary file in {folder}: "
-                                 f"{exc.strerror or exc}") from None
+        try:  # short names (sarcodec.destinations): a 255-byte destination name still gets its temporaries
+            fd, spill = make_temp(stem, ".spill.part", folder=folder)
+        except InputFileError as exc:
+            raise InputFileError(f"{self.name}: cannot create a temporary file: {exc}") from None
         self._temps.append(spill)
         self._spill_path = spill
         self._spill = os.fdopen(fd, "w+b")
@@ -523,7 +491,7 @@ class ContainerWriter:
         try:
             index = np.asarray(self._rows, dtype="<i8").reshape(-1, len(INDEX_COLUMNS))
             header_blob = self._header_bytes(header, index)
-            fd, tmp = tempfile.mkstemp(dir=self._zip_folder, prefix=f".{self._stem}.", suffix=".part")
+            fd, tmp = make_temp(self._stem, ".part", folder=self._zip_folder)
             self._temps.append(tmp)
             with os.fdopen(fd, "w+b") as fp:
                 self._write_zip(fp, header_blob, index)
@@ -536,9 +504,9 @@ class ContainerWriter:
                     self._stream.flush()
             if self.path is not None:
                 os.chmod(tmp, _default_mode())
-                os.replace(tmp, self.path)
+                # the one publish step: no --overwrite means a destination that appeared meanwhile stays
+                publish(tmp, self.path)
                 self._temps.remove(tmp)
-                _fsync_dir(str(self.path.parent))
         except ValueError:
             self.abort()
             raise
@@ -699,6 +667,8 @@ class ContainerReader:
         problem = header_problem(header)
         if problem:
             raise self._err(problem)
+        #: the same header, parsed: every field present has been type- and range-checked
+        self.typed_header = ContainerHeader.from_json(header)
         return header
 
     def _read_index(self, info: zipfile.ZipInfo) -> np.ndarray:
@@ -794,6 +764,13 @@ class ContainerReader:
     @property
     def payload_bytes(self) -> int:
         return int(self.header["payload_bytes"])
+
+    @property
+    def index(self) -> np.ndarray:
+        """The index as a read-only (R, 7) int64 array (columns: ``INDEX_COLUMNS``)."""
+        view = self._index.view()
+        view.flags.writeable = False
+        return view
 
     def __len__(self) -> int:
         return int(self._index.shape[0])

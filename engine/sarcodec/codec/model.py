@@ -356,6 +356,29 @@ def save_checkpoint(model: SarCodec, path: str | Path, *, metadata: dict[str, An
     tmp.replace(path)
 
 
+def _load_failure(path: Path, exc: Exception) -> str:
+    """Why torch could not load ``path``, in words (torch says "IndexError: pop from empty list" for a text file).
+
+    A checkpoint is a zip archive (torch's format) or, from old torch versions, a pickle (first byte 0x80).
+    """
+    import pickle
+    import zipfile
+
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(2)
+    except OSError as err:
+        return err.strerror or str(err)
+    if not head:
+        return "the file is empty"
+    if not zipfile.is_zipfile(path) and head[:1] != b"\x80":
+        return "not a PyTorch checkpoint file (a sarcodec model is a .pt file written by torch.save)"
+    if isinstance(exc, pickle.UnpicklingError):
+        return "it holds Python objects other than tensors and numbers, which are refused (they could run code)"
+    first = (str(exc).strip().splitlines() or [""])[0][:200]
+    return f"damaged or not a PyTorch checkpoint ({type(exc).__name__}: {first})"
+
+
 def load_checkpoint(path: str | Path) -> SarCodec:
     """Load a checkpoint safely; every failure is a ``ModelError`` naming the file.
 
@@ -368,7 +391,7 @@ def load_checkpoint(path: str | Path) -> SarCodec:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - corrupt zip, unsafe pickle, truncated file...
-        raise ModelError(f"cannot load model checkpoint {path}: {type(exc).__name__}: {exc}") from exc
+        raise ModelError(f"cannot load model checkpoint {path}: {_load_failure(path, exc)}") from exc
     prefix = f"{path} is not a sarcodec v1 checkpoint"
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ModelError(f"{prefix}: missing format marker")

@@ -23,11 +23,13 @@ import numpy as np
 import torch
 
 from .. import __version__
+from ..destinations import check_writable
 from ..device import DevicePolicy
 from ..errors import ContainerError, DamagedChunkError, InputFileError, ModelError, UsageError
 from ..geometa import (
     apply_geo_metadata,
     has_valid_crs,
+    nodata_fits,
     nodata_values,
     profile_from_metadata,
     read_geo_metadata,
@@ -37,6 +39,7 @@ from ..progress import NullProgress, Progress
 from ..raster_io import GeoTiffSink, RasterSource, atomic_output, bounded_gdal_cache, padded_read
 from ..resources import default_model_path
 from ..runner import TileModel, run_tiled
+from ..serial_reads import SerialReads
 from ..tiling import Tile
 from .container import (
     FORMAT_NAME,
@@ -49,6 +52,8 @@ from .container import (
     encode_mask,
 )
 from .domains import (
+    L_DB_MAX,
+    L_DB_MIN,
     Domain,
     denormalise,
     detect_domain,
@@ -85,9 +90,18 @@ class RasterInfo:
     file_bytes: int = 0  # all files of the dataset (a VRT's sources too): the "before" of the ratio
 
 
+#: Sidecars GDAL (or QGIS, through GDAL) writes next to a raster on its own: statistics and histograms
+#: (PAM ``.aux.xml``) and external overviews (``.ovr``). They are derived data, not part of the scene,
+#: and appear the first time QGIS shows a layer: counting them would change the ratio of the same run.
+_DERIVED_SIDECARS = (".aux.xml", ".ovr")
+
+
 def _dataset_bytes(ds) -> int:
+    """Bytes of the files that hold the raster (a VRT's sources too), derived sidecars left out."""
     total = 0
     for f in getattr(ds, "files", []) or []:
+        if str(f).lower().endswith(_DERIVED_SIDECARS):
+            continue
         try:
             total += os.path.getsize(f)
         except OSError:
@@ -227,8 +241,13 @@ def _check_quality(model: SarCodec, quality: int | None) -> int:
 
 
 def _check_geometry(tile_size: int, overlap: int) -> None:
+    """Options every front end passes; the upper bound is the header's, so decompress reads what compress wrote."""
+    from .header import MAX_TILE_SIZE
+
     if not isinstance(tile_size, int) or tile_size < STRIDE or tile_size % STRIDE:
         raise UsageError(f"tile size must be a positive multiple of {STRIDE}, got {tile_size!r}")
+    if tile_size > MAX_TILE_SIZE:
+        raise UsageError(f"tile size must be at most {MAX_TILE_SIZE}, got {tile_size}")
     if not isinstance(overlap, int) or overlap < 0 or overlap % STRIDE or 2 * overlap > tile_size:
         raise UsageError(
             f"overlap must be a multiple of {STRIDE} between 0 and half the tile size, got {overlap!r}"
@@ -312,7 +331,7 @@ class LatentChunkSink:
 
     def __init__(self, *, ds, band: int, index: int, domain: Domain, nodata: float | None, model: SarCodec,
                  quality: int, coder: LatentCoder, writer, offset_db: float, latent_height: int,
-                 latent_width: int, first_chunk_row: int = 0) -> None:
+                 latent_width: int, first_chunk_row: int = 0, estimate: bool = True) -> None:
         self.ds, self.band, self.index = ds, band, index
         self.domain, self.nodata = domain, nodata
         self.model, self.quality, self.coder, self.writer = model, quality, coder, writer
@@ -329,7 +348,8 @@ class LatentChunkSink:
         # Enough chunks to average out scene content, few enough to cost little on big scenes.
         n_samples = min(n_chunks, max(2, min(SAMPLE_CHUNKS, -(-n_chunks // 8))))
         step = max(1, n_chunks // n_samples)
-        self._sampled = set(range(step // 2, n_chunks, step)) or {0}
+        # --no-estimate: no chunk is decoded here at all (no RMSE/PSNR, no intensity gain: gain_db 0)
+        self._sampled = (set(range(step // 2, n_chunks, step)) or {0}) if estimate else set()
         self.samples: dict[tuple[int, int], QualitySample] = {}
         self.uncodable_pixels = 0
         self.core_margin = 0  # latents at each inner tile edge that belong to the neighbour (overlap / 2)
@@ -496,6 +516,7 @@ class BandEncoding:
 def encode_band(plan: CompressPlan, ds, index: int, writer, options: CompressOptions, progress: Progress, *,
                 chunk_rows: range | None = None, weight_map: str | Path | None = None) -> BandEncoding:
     """Encode one band (or the chunk rows ``chunk_rows`` of it, for a torchrun rank) into ``writer``."""
+    ds = SerialReads(ds)  # the read-ahead thread reads tiles while this one reads chunk rows: see serial_reads
     band = index + 1
     lh, lw = plan.latent_shape
     stats = estimate_band_stats(ds, band, plan.domain)
@@ -511,7 +532,8 @@ def encode_band(plan: CompressPlan, ds, index: int, writer, options: CompressOpt
     src = RasterSource(ds, [band], nodata=plan.nodatas[index], preprocess=preprocess, fill=0.0)
     sink = LatentChunkSink(ds=ds, band=band, index=index, domain=domain, nodata=plan.nodatas[index],
                            model=plan.model, quality=plan.quality, coder=plan.coder, writer=writer,
-                           offset_db=offset, latent_height=lh, latent_width=lw, first_chunk_row=rows.start)
+                           offset_db=offset, latent_height=lh, latent_width=lw, first_chunk_row=rows.start,
+                           estimate=options.estimate_quality)
     sink.core_margin = options.overlap // STRIDE // 2
     model, q = plan.model, plan.quality
     encoder = TileModel(lambda t: model.analysis(t, q), scale=Fraction(1, STRIDE), multiple_of=STRIDE,
@@ -582,6 +604,7 @@ def compress_raster(
     t0 = time.monotonic()
     options = options or CompressOptions()
     progress = progress or NullProgress()
+    _refuse_replacing_inputs(source, options, destination)
     with _raster_read_errors(source):
         plan = plan_compression(source, options)
         bands: list[BandEncoding] = []
@@ -591,6 +614,19 @@ def compress_raster(
                 bands.append(encode_band(plan, ds, i, writer, options, progress, weight_map=weight_map))
             out_bytes = writer.finish(build_header(plan, options, bands))
     return compress_result(plan, destination, bands, out_bytes, time.monotonic() - t0)
+
+
+def _refuse_replacing_inputs(source: str | Path, options: CompressOptions | DecompressOptions,
+                             destination: str | Path) -> None:
+    """No output (nor weight map) may be the input, the model, a device, FIFO or socket, whoever calls.
+
+    The CLI checks more (existing files without --overwrite); this is what every front end, the QGIS
+    plugin included, gets from the engine itself (``sarcodec.destinations.check_writable``).
+    """
+    inputs = (os.fspath(source), os.fspath(options.model_path or default_model_path()))
+    for what, path in (("output", destination), ("weight map", options.weight_map)):
+        if isinstance(path, (str, os.PathLike)) and os.fspath(path) != "-":
+            check_writable(path, inputs=inputs, what=what)
 
 
 @contextlib.contextmanager
@@ -768,9 +804,13 @@ class BandWriter:
     """
 
     def __init__(self, out: GeoTiffSink, reader: ContainerReader, index: int, header: dict, source: LatentSource,
-                 out_dtype: np.dtype, nodata: float | None, *, damage_value: float | None = None) -> None:
+                 out_dtype: np.dtype, nodata: float | None | list[float | None], *,
+                 damage_value: float | None = None) -> None:
         self.out, self.reader, self.index = out, reader, index
-        # what damaged chunks become when the file has no nodata value of its own (salvage)
+        if isinstance(nodata, (list, tuple)):  # per band (DecodePlan.nodata); a scalar applies to every band
+            nodata = nodata[index]
+        # what damaged chunks become when the file has no nodata value of its own (salvage); decoded
+        # pixels are moved off this value too, so that a damaged-chunk mark never hits valid data
         self.damage_value = nodata if nodata is not None else damage_value
         band = header["bands"][index]
         self.offset = float(band["stats"]["offset_db"])
@@ -824,7 +864,7 @@ class BandWriter:
         if n <= 0:
             return
         l_db = denormalise(block[0, :n, : self.width], self.offset) + np.float32(self.gain)
-        values = from_log(l_db, self.domain, self.out_dtype, self.nodata)
+        values = from_log(l_db, self.domain, self.out_dtype, self.damage_value)
         invalid = np.zeros((n, self.width), bool)
         for cr in range(row0 // self.px_chunk, (row0 + n - 1) // self.px_chunk + 1):
             mask, fallbacks = self._chunk_row_side(cr)
@@ -878,7 +918,7 @@ class DecodePlan:
     quality: int
     out_dtype: np.dtype
     meta: dict
-    nodata: float | None
+    nodata: list[float | None]  # per band: the value written into that band's holes (see _output_nodata)
     overlap: int
     profile: dict
     warnings: list[str]
@@ -910,14 +950,107 @@ def plan_decompression(reader: ContainerReader, options: DecompressOptions) -> D
     grid = header["grid"]
     overlap = grid.get("overlap", 64) if options.overlap is None else options.overlap
     _check_geometry(grid.get("tile_size", 256), overlap)
+    meta, nodata, damage_value = _output_nodata(reader, header, meta, out_dtype, options.salvage, warnings)
     profile = profile_from_metadata(meta, width=width, height=height, count=bands, dtype=out_dtype,
                                     **_creation_options(options, out_dtype))
     if bands > 1:
         profile["interleave"] = "band"  # each band is written in full before the next
-    nodata = nodata_values(meta, bands)[0]
-    # --salvage must mark damaged chunks even in a file without nodata, never invent pixels there
-    damage_value = _salvage_nodata(out_dtype) if options.salvage and nodata is None else None
     return DecodePlan(header, model, quality, out_dtype, meta, nodata, overlap, profile, warnings, damage_value)
+
+
+def _output_nodata(reader: ContainerReader, header: dict, meta: dict, out_dtype: np.dtype, salvage: bool,
+                   warnings: list[str]) -> tuple[dict, list[float | None], float | None]:
+    """The output's nodata: (metadata to write, value written into each band's holes, salvage mark).
+
+    A GeoTIFF holds one nodata value for all bands (TIFFTAG_GDAL_NODATA). When the source's bands
+    differ (nodata 0 / 65535 / none), every band's holes are written with one value that occurs in no
+    band's data, declared as the dataset's nodata: each band's mask (what GDAL, rasterio and QGIS
+    derive from nodata) is exactly that band's, and a band that had none gets no masked pixel.
+    ``--salvage`` on a file without nodata marks damaged chunks with such a value too, never with a
+    value valid pixels may have (0 DN of a GRD border stored losslessly).
+    """
+    bands = header["shape"][0]
+    nodatas = nodata_values(meta, bands)
+    uniform = len({repr(v) for v in nodatas}) == 1
+    if uniform and not (salvage and nodatas[0] is None):
+        return meta, nodatas, None
+    value = _free_nodata(reader, bands, Domain(header["domain"]), out_dtype, [v for v in nodatas if v is not None])
+    if uniform:  # --salvage, no nodata: the mark is declared only if a chunk turns out damaged
+        if value is None:
+            value = _salvage_nodata(out_dtype)
+            warnings.append(f"every value of {out_dtype.name} occurs in the data: damaged chunks (--salvage) are "
+                            f"marked with {value}, which valid pixels also have")
+        return meta, nodatas, value
+    shown = ", ".join("none" if v is None else f"{v:g}" for v in nodatas)
+    if value is None:
+        declared = next(v for v in nodatas if v is not None)
+        warnings.append(f"the bands have different nodata values ({shown}) and every value of {out_dtype.name} "
+                        f"occurs in the data: {declared:g} is declared for all bands")
+        return {**meta, "nodata": declared}, nodatas, None
+    warnings.append(f"the bands have different nodata values ({shown}); a GeoTIFF holds one, so every band's "
+                    f"holes are written as {value:g}, a value no band's data has")
+    return {**meta, "nodata": value}, [value] * bands, value
+
+
+def _free_nodata(reader: ContainerReader, bands: int, domain: Domain, dtype: np.dtype,
+                 preferred: list[float]) -> float | None:
+    """A nodata value that no pixel of the decoded output can have, or None when every value is taken.
+
+    Decoded pixels lie in ``from_log``'s range and are moved off the chosen value (BandWriter passes
+    it to ``from_log``); the only other values are the ones stored losslessly in fallback records,
+    which are scanned here. Values the decoder cannot produce are preferred (0 for amplitude DN),
+    then the source's own nodata values and the type's extremes, and last the two ends of the decoded
+    range (where clipping piles up saturated pixels, which would then move by one step).
+    """
+    dt = np.dtype(dtype)
+    ends = from_log(np.array([L_DB_MIN, L_DB_MAX]), domain, dt)
+    lo_d, hi_d = float(ends.min()), float(ends.max())
+    if dt.kind == "f":
+        info = np.finfo(dt)
+        generic = [math.nan, -math.inf, math.inf, float(info.min), float(info.max), -9999.0, 0.0]
+    else:
+        info = np.iinfo(dt)
+        generic = [0.0 if dt.kind == "u" else float(info.min), float(info.max), float(info.min),
+                   lo_d - 1, hi_d + 1, hi_d - 1]
+    cands: list[float] = []
+    for v in [*preferred, *generic]:
+        if nodata_fits(v, dt) and not any(repr(v) == repr(c) for c in cands):
+            cands.append(float(v))
+
+    def rank(v: float) -> int:  # 0: never decoded, 1: rarely (inside the range), 2: a clipping end
+        if math.isnan(v) or not lo_d <= v <= hi_d:
+            return 0
+        return 2 if v in (lo_d, hi_d) else 1
+
+    cands.sort(key=rank)  # stable: the order above holds within each rank
+    hit = np.zeros(len(cands), bool)
+    small_int = dt.kind in "ui" and dt.itemsize <= 2
+    used = np.zeros(1 << (8 * dt.itemsize), bool) if small_int else None
+    for record in reader.records(kind="fallback"):
+        if not 0 <= record.band < bands:
+            continue
+        try:
+            fb = decode_fallback_block(reader.read_record(record))
+        except ContainerError:
+            continue  # a damaged record fails the decode (or becomes a damaged chunk under --salvage)
+        with np.errstate(all="ignore"):
+            vals = fb.values[fb.mask].astype(dt)  # exactly as BandWriter writes them
+        if not vals.size:
+            continue
+        for k, c in enumerate(cands):
+            if not hit[k]:
+                hit[k] = bool(np.isnan(vals).any()) if math.isnan(c) else bool((vals == dt.type(c)).any())
+        if used is not None:
+            used[vals.astype(np.int64) - int(np.iinfo(dt).min)] = True
+    for k, c in enumerate(cands):
+        if not hit[k]:
+            return c
+    if used is not None:
+        free = np.flatnonzero(~used) + int(np.iinfo(dt).min)
+        if free.size:
+            outside = free[(free < lo_d) | (free > hi_d)]
+            return float((outside if outside.size else free)[0])
+    return None
 
 
 def decompress_container(
@@ -930,6 +1063,7 @@ def decompress_container(
     t0 = time.monotonic()
     options = options or DecompressOptions()
     progress = progress or NullProgress()
+    _refuse_replacing_inputs(source, options, destination)
     policy = DevicePolicy(options.device, options.batch_size)
     with ContainerReader(source) as reader:
         plan = plan_decompression(reader, options)
@@ -971,9 +1105,7 @@ def decompress_container(
             if options.cog:
                 out.tmp.unlink(missing_ok=True)
     if damaged:
-        warnings.append(f"damaged chunks {sorted(set(damaged))} were decoded as nodata (--salvage)"
-                        + (f"; the file had no nodata value, so {damage_value} became the output's nodata"
-                           if damage_value is not None else ""))
+        warnings.append(salvage_warning(damaged, damage_value))
     return DecompressResult(
         input=str(source), output=str(destination), width=width, height=height, bands=bands, dtype=out_dtype.name,
         device=report.device, seconds=time.monotonic() - t0, damaged_chunks=sorted(set(damaged)), warnings=warnings,
@@ -981,8 +1113,15 @@ def decompress_container(
     )
 
 
+def salvage_warning(damaged: list[int], damage_value: float | None) -> str:
+    """What ``--salvage`` tells the user about damaged chunks: one text for one process and torchrun."""
+    return (f"damaged chunks {sorted(set(damaged))} were decoded as nodata (--salvage)"
+            + (f"; the file had no nodata value, so {damage_value} became the output's nodata"
+               if damage_value is not None else ""))
+
+
 def _salvage_nodata(dtype: np.dtype) -> float:
-    """A nodata value for marking damaged chunks: NaN for floats, 0 (unsigned) or the minimum (signed)."""
+    """The conventional nodata of a type (NaN, 0 unsigned, minimum signed): when no free value exists."""
     if dtype.kind == "f":
         return float("nan")
     return 0.0 if dtype.kind == "u" else float(np.iinfo(dtype).min)
