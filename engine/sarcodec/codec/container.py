@@ -53,7 +53,6 @@ from sarcodec.codec.header import (
     MAX_CHUNK_COORD,
     MAX_DIM,
     MAX_HEADER_BYTES,
-    MAX_PIXELS_PER_BAND,
     MAX_RECORDS,
     RESERVED_KEYS,
     SUPPORTED_DTYPES,
