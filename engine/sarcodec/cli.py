@@ -36,10 +36,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from sarcodec import __version__
+from sarcodec import __version__, interrupts
 from sarcodec.cli_progress import make_progress
-from sarcodec.cli_streams import guard_standard_streams, messages_to_stderr, one_line, stream_was_closed
-from sarcodec.destinations import check_destination, forget, was_published
+from sarcodec.cli_streams import (
+    copy_fifo,
+    copy_stream,
+    guard_standard_streams,
+    messages_to_stderr,
+    one_line,
+    stream_was_closed,
+)
+from sarcodec.destinations import check_destination, forget, remove_temporaries, was_published
 from sarcodec.errors import (
     EXIT_CODES,
     EXIT_FILE,
@@ -657,7 +664,8 @@ class Scratch:
     @property
     def path(self) -> Path:
         if self._path is None:
-            self._path = Path(tempfile.mkdtemp(prefix="sarcodec-"))
+            with interrupts.deferred():  # a folder made but not yet recorded would outlive cleanup()
+                self._path = Path(tempfile.mkdtemp(prefix="sarcodec-"))
         return self._path
 
     def cleanup(self) -> None:
@@ -669,21 +677,22 @@ class Scratch:
 def _spool_stdin(scratch: Scratch, suffix: str) -> str:
     if stream_was_closed(0) or sys.stdin is None:
         raise InputFileError(f"{STDIN_NAME}: standard input is closed")
-    return _spool(scratch, sys.stdin.buffer, f"stdin{suffix}", STDIN_NAME)
+    return _spool(scratch, lambda out: copy_stream(sys.stdin.buffer, out), f"stdin{suffix}", STDIN_NAME)
 
 
-def _spool(scratch: Scratch, stream: Any, file_name: str, shown_as: str) -> str:
+def _spool(scratch: Scratch, copy: Callable[[Any], None], file_name: str, shown_as: str) -> str:
     """Copy a stream (stdin, a FIFO) into the scratch folder; GDAL and zip need a seekable file.
 
-    A blocked read is plain Python I/O, so Ctrl-C or SIGTERM while waiting for a writer ends the run
-    with 130 (GDAL blocked on a FIFO would swallow the signal until it returns).
+    ``copy`` writes into the open spool file. It waits for data in short slices
+    (``cli_streams.copy_stream``/``copy_fifo``), so Ctrl-C or SIGTERM while waiting for a writer
+    ends the run with 130; the spool file already lives in the scratch folder, which is removed.
     """
     target = scratch.path / file_name
     try:
         with open(target, "wb") as fh:
-            shutil.copyfileobj(stream, fh, 1 << 20)
+            copy(fh)
     except OSError as exc:
-        raise InputFileError(f"cannot spool {shown_as}: {exc.strerror or exc}") from None
+        raise InputFileError(f"{shown_as}: cannot read it into a temporary file: {exc.strerror or exc}") from None
     if target.stat().st_size == 0:
         raise InputFileError(f"{shown_as}: empty input")
     scratch.aliases[str(target)] = shown_as
@@ -701,17 +710,13 @@ def _spooled_source(job: Job, scratch: Scratch, suffix: str) -> str:
     """What the engine opens for ``job``: the file itself, or a spool of stdin or of a FIFO.
 
     A FIFO (``mkfifo``, or bash's ``<(cmd)``, which is ``/dev/fd/N``) can be read only once and not
-    seeked, so it is treated like stdin: opening it waits for a writer, then it is copied.
+    seeked, so it is treated like stdin: its writer is waited for, then it is copied.
     """
     if job.source == STDIO:
         return _spool_stdin(scratch, suffix)
     if not _is_fifo(job.source):
         return job.source
-    try:
-        with open(job.source, "rb") as fh:  # blocks until a writer opens the FIFO
-            return _spool(scratch, fh, f"fifo{suffix}", job.source_name)
-    except OSError as exc:
-        raise InputFileError(f"{job.source_name}: cannot read the FIFO: {exc.strerror or exc}") from None
+    return _spool(scratch, lambda out: copy_fifo(job.source, out), f"fifo{suffix}", job.source_name)
 
 
 def _copy_to_stdout(path: str) -> None:
@@ -898,6 +903,7 @@ def run_each(ctx: RunContext, jobs: list[Job], work: Callable[[RunContext, Job, 
                 scratch.cleanup()
                 _release([job])
     except KeyboardInterrupt:
+        remove_temporaries()  # any a Ctrl-C separated from its owner; the published output is not one
         if not jobs or job is not jobs[-1] or not _output_in_place(job):
             raise
         # The signal came after the last file's final rename: the complete new file is in place, so
@@ -1165,40 +1171,11 @@ def run_info(args: argparse.Namespace, cancel: CancelToken) -> int:
 # signals and the entry point
 
 
-class _SignalState:
-    """Where a signal may raise: ``depth`` > 0 inside ``signals_deferred``; ``pending`` is one that waited."""
-
-    depth = 0
-    pending: str | None = None
-
-
-_SIGNALS = _SignalState()
-
-
-@contextlib.contextmanager
-def signals_deferred() -> Iterator[None]:
-    """Hold a Ctrl-C/SIGTERM raised by ``interrupt_handlers`` until the block ends, then raise it.
-
-    For code a ``KeyboardInterrupt`` must not cut through: importing torch runs Python callbacks
-    inside pybind11 calls, and an exception raised there reaches a C++ ``noexcept`` frame, which
-    calls ``std::terminate`` (exit -6 and a C++ message instead of 130). The cancel token is set at
-    once, so worker threads still stop.
-    """
-    _SIGNALS.depth += 1
-    try:
-        yield
-    finally:
-        _SIGNALS.depth -= 1
-        if not _SIGNALS.depth and _SIGNALS.pending is not None:
-            name, _SIGNALS.pending = _SIGNALS.pending, None
-            raise KeyboardInterrupt(name)
-
-
 def _import_engine() -> None:
-    """Import the torch-based engine with signals deferred (see ``signals_deferred``); cheap once done."""
+    """Import the torch-based engine with signals deferred (``sarcodec.interrupts``); cheap once done."""
     if "sarcodec.codec.pipeline" in sys.modules:
         return
-    with signals_deferred():
+    with interrupts.deferred():
         import sarcodec.codec.pipeline  # noqa: F401 - imports torch, the model and the device policy
 
 
@@ -1209,24 +1186,21 @@ def interrupt_handlers(cancel: CancelToken) -> Iterator[None]:
     The exception unwinds through the engine's ``finally`` blocks (temporary files removed, nothing
     renamed into place); the token stops worker threads that poll it. Later signals while that
     cleanup runs are ignored so a second Ctrl-C cannot cut the cleanup short (SIGKILL still works).
-    Inside ``signals_deferred`` the exception waits for the end of the block.
+    Inside ``interrupts.deferred`` (creating a temporary file, importing torch) the exception waits
+    for the end of the block.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     fired = threading.Event()
-    _SIGNALS.pending = None
+    interrupts.forget_pending()
 
     def handler(signum: int, frame: Any) -> None:
         if fired.is_set():
             return
         fired.set()
         cancel.cancel()
-        name = signal.Signals(signum).name
-        if _SIGNALS.depth:
-            _SIGNALS.pending = name
-            return
-        raise KeyboardInterrupt(name)
+        interrupts.interrupt(signal.Signals(signum).name)
 
     wanted = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
     previous = {}
@@ -1277,6 +1251,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args: argparse.Namespace | None = None
     with interrupt_handlers(cancel), messages_to_stderr():
         try:
+            with interrupts.deferred():
+                # The first call creates and removes a probe file in $TMPDIR: done here, where an
+                # interrupt cannot cut between the two, and cached for every later temporary file.
+                tempfile.gettempdir()
             try:
                 args = build_parser().parse_args(argv)
             except SystemExit as exc:  # --help, --version and usage errors exit from inside argparse

@@ -14,6 +14,14 @@ Three promises to users shape this module:
   line each.
 - **A file name cannot split a line.** Control characters (a newline in a file name) are written
   escaped, ``repr``-style, wherever a line is built (``one_line``).
+
+And one promise about reading them: **Ctrl-C or SIGTERM while waiting for input ends the run.**
+stdin and FIFOs are copied to a seekable spool (``copy_stream``, ``copy_fifo``) by waiting for data
+in slices of ``WAIT_SLICE_MS``. A plain blocking ``open()`` or ``read()`` loses a signal that arrives
+just before the system call starts (the handler has run its check, the call then sleeps until a
+writer comes: possibly forever), and GDAL reading a FIFO itself never returns to Python at all. A
+FIFO is opened without waiting for its writer (``O_NONBLOCK``), then polled: on Linux a FIFO that
+never had a writer reports nothing, one whose writer left reports end of file.
 """
 
 from __future__ import annotations
@@ -21,10 +29,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
+import shutil
 import sys
 import warnings
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, BinaryIO
 
 PREFIX = "sarcodec"
 STANDARD_FDS = (0, 1, 2)
@@ -83,6 +93,59 @@ def guard_standard_streams() -> frozenset[int]:
 def stream_was_closed(fd: int) -> bool:
     """Whether standard fd ``fd`` was closed when the process started (see ``guard_standard_streams``)."""
     return fd in _closed
+
+
+WAIT_SLICE_MS = 200  # longest a signal that came just before a wait can go unnoticed
+COPY_CHUNK = 1 << 20
+
+
+def _copy_fd(fd: int, out: BinaryIO) -> None:
+    """Copy ``fd`` to end of file into ``out``, never sleeping longer than ``WAIT_SLICE_MS`` at a time."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)  # end of file and errors are reported whatever is asked for
+    while True:
+        if not poller.poll(WAIT_SLICE_MS):
+            continue  # each pass runs the Python signal handlers: an interrupt raises here
+        try:
+            chunk = os.read(fd, COPY_CHUNK)
+        except BlockingIOError:  # woken without data (another reader took it)
+            continue
+        if not chunk:
+            return
+        out.write(chunk)
+
+
+def copy_stream(stream: Any, out: BinaryIO) -> None:
+    """Copy a binary stream (stdin) into ``out``; a signal while waiting for data ends the wait.
+
+    Reads the stream's file descriptor directly (nothing may have been read through ``stream``
+    before); an object without one (a test's ``BytesIO``) is copied as it is.
+    """
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        fd = None
+    if fd is None or not hasattr(select, "poll"):
+        shutil.copyfileobj(stream, out, COPY_CHUNK)
+        return
+    _copy_fd(fd, out)
+
+
+def copy_fifo(path: str, out: BinaryIO) -> None:
+    """Copy a FIFO into ``out``: wait for a writer and its data, then read to end of file.
+
+    Opened with ``O_NONBLOCK``, which never waits for a writer, so the wait happens in ``_copy_fd``'s
+    slices, where a Ctrl-C or SIGTERM is acted on.
+    """
+    if not hasattr(select, "poll"):  # pragma: no cover - every platform sarcodec supports has poll
+        with open(path, "rb") as fh:
+            shutil.copyfileobj(fh, out, COPY_CHUNK)
+        return
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        _copy_fd(fd, out)
+    finally:
+        os.close(fd)
 
 
 def write_line(line: str) -> None:
@@ -149,5 +212,5 @@ def messages_to_stderr() -> Iterator[None]:
             logger.setLevel(level)
 
 
-__all__ = ["guard_standard_streams", "messages_to_stderr", "one_line", "stream_was_closed", "warning_line",
-           "write_line"]
+__all__ = ["copy_fifo", "copy_stream", "guard_standard_streams", "messages_to_stderr", "one_line",
+           "stream_was_closed", "warning_line", "write_line"]

@@ -24,6 +24,11 @@ the end of the run can no longer claim the old file survived.
 
 Temporary names are ``.<name>.<random>.<suffix>`` with ``<name>`` shortened so the whole stays within
 the 255-byte file name limit: a 255-byte output name works.
+
+Every temporary file :func:`make_temp` creates is recorded in the same step (an interrupt cannot fall
+between the two, see ``sarcodec.interrupts``). Its owner removes it; :func:`remove_temporaries` is the
+net under that for the end of an interrupted command-line run: a Ctrl-C that lands between a
+constructor's return and its caller's ``try`` would otherwise leave a hidden ``.part`` file behind.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from .errors import InputFileError, UsageError
+from .interrupts import deferred
 
 NAME_MAX = 255  # bytes per file name on every filesystem we write to (ext4, xfs, btrfs, tmpfs, NTFS)
 _RANDOM_LEN = 8  # what tempfile.mkstemp puts between prefix and suffix
@@ -45,6 +51,9 @@ _RANDOM_LEN = 8  # what tempfile.mkstemp puts between prefix and suffix
 _overwrite_policy: dict[str, bool] = {}
 # path -> (st_dev, st_ino) of the temporary file publish moved (or is moving) there
 _published: dict[str, tuple[int, int]] = {}
+# every temporary file make_temp created in this process, until remove_temporaries (or pruned once gone)
+_temporaries: set[str] = set()
+_PRUNE_AT = 256
 
 
 def _key(path: str | os.PathLike[str]) -> str:
@@ -171,8 +180,12 @@ def make_temp(destination: str | os.PathLike[str], suffix: str = ".part",
     """
     dest = Path(os.fspath(destination))
     where = os.fspath(folder) if folder is not None else (str(dest.parent) if str(dest.parent) else ".")
+    if len(_temporaries) >= _PRUNE_AT:  # a long-lived process (QGIS, a soak run): forget removed ones
+        _temporaries.difference_update([t for t in list(_temporaries) if not os.path.lexists(t)])
     try:
-        fd, name = tempfile.mkstemp(prefix=temp_prefix(dest, suffix), suffix=suffix, dir=where)
+        with deferred():
+            fd, name = tempfile.mkstemp(prefix=temp_prefix(dest, suffix), suffix=suffix, dir=where)
+            _temporaries.add(name)
     except OSError as exc:
         raise InputFileError(f"cannot write to {where}: {exc.strerror or exc}") from exc
     umask = os.umask(0)
@@ -180,6 +193,24 @@ def make_temp(destination: str | os.PathLike[str], suffix: str = ".part",
     with contextlib.suppress(OSError):
         os.fchmod(fd, 0o666 & ~umask)
     return fd, name
+
+
+def remove_temporaries() -> list[str]:
+    """Remove every temporary file :func:`make_temp` created that still exists; return their paths.
+
+    For the end of an interrupted command-line run, after the engine's own cleanup: whatever is
+    left then is a file an interrupt separated from its owner. Not for a process that runs several
+    jobs at once (the QGIS plugin's workers never call it).
+    """
+    removed = []
+    for name in sorted(_temporaries):
+        try:
+            os.unlink(name)
+        except OSError:  # removed by its owner (the usual case), or published under its final name
+            continue
+        removed.append(name)
+    _temporaries.clear()
+    return removed
 
 
 def publish(tmp: str | os.PathLike[str], destination: str | os.PathLike[str], *,
@@ -254,5 +285,5 @@ def _fsync_dir(folder: str) -> None:
         os.close(fd)
 
 
-__all__ = ["NAME_MAX", "check_destination", "check_writable", "forget", "make_temp", "publish", "temp_prefix",
-           "was_published"]
+__all__ = ["NAME_MAX", "check_destination", "check_writable", "forget", "make_temp", "publish",
+           "remove_temporaries", "temp_prefix", "was_published"]

@@ -17,6 +17,7 @@ import numpy as np
 
 from .destinations import make_temp, publish
 from .errors import InputFileError
+from .interrupts import deferred
 
 
 class TileSource(Protocol):
@@ -158,13 +159,16 @@ def temp_path_for(destination: str | os.PathLike, suffix: str = ".part") -> Path
 @contextlib.contextmanager
 def atomic_output(destination: str | os.PathLike, suffix: str = ".part") -> Iterator[Path]:
     """Yield a temporary path; on success publish it as ``destination``, on any error remove it."""
-    tmp = temp_path_for(destination, suffix)
+    tmp = None
     try:
+        with deferred():  # created and recorded in one step: an interrupt cannot fall in between
+            tmp = temp_path_for(destination, suffix)
         yield tmp
         commit(tmp, destination)
     except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
         raise
 
 
@@ -202,10 +206,18 @@ class GeoTiffSink:
         finalize: Callable[[Any], None] | None = None,
         commit_on_close: bool = True,
     ) -> None:
+        self.destination = Path(destination)
+        with deferred():  # an interrupt lands before the file exists or after self.tmp names it
+            self.tmp = temp_path_for(self.destination, ".part.tif")
+        try:
+            self._open(profile, finalize, commit_on_close)
+        except BaseException:  # also Ctrl-C/SIGTERM while GDAL creates the file: no .part is left
+            self.tmp.unlink(missing_ok=True)
+            raise
+
+    def _open(self, profile: dict[str, Any], finalize: Callable[[Any], None] | None, commit_on_close: bool) -> None:
         import rasterio
 
-        self.destination = Path(destination)
-        self.tmp = temp_path_for(self.destination, ".part.tif")
         # Always tiled, whatever the source was: finished row bands land in whole blocks and
         # readers (QGIS, COG conversion) get efficient windowed access.
         prof = {**profile, "driver": "GTiff", "tiled": True, "blockxsize": 256, "blockysize": 256}
@@ -224,7 +236,6 @@ class GeoTiffSink:
         try:
             self.ds = rasterio.open(self.tmp, "w", **prof)
         except Exception as exc:
-            self.tmp.unlink(missing_ok=True)
             raise InputFileError(f"cannot create {self.destination}: {exc}") from exc
 
     def write_rows(self, row0: int, block: np.ndarray, valid: np.ndarray | None = None,

@@ -9,6 +9,7 @@ file name cannot split a line.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shlex
@@ -16,6 +17,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -112,31 +114,38 @@ def test_a_fifo_input_is_read_like_stdin(small_scene, tmp_path, private_tmp):
     assert list(private_tmp.iterdir()) == []
 
 
-def _wait_for_reader(fifo: Path, proc: subprocess.Popen) -> int:
-    """Block until ``proc`` has the FIFO open for reading; returns our (write) end.
-
-    Opening a FIFO for writing without blocking fails with ENXIO while no reader has it open, so
-    this is the exact moment the child starts waiting for data: no sleeps, no timing.
-    """
-    while True:
-        try:
-            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-        except OSError:
-            assert proc.poll() is None, proc.communicate()[1].decode()
-            threading.Event().wait(0.01)
+def _wait_until(condition, proc: subprocess.Popen, what: str) -> None:
+    """Poll a state the child itself reaches (never a guessed duration); fail if it ends or never gets there."""
+    deadline = time.monotonic() + 120  # a bound on a hang, not a guess at when the child is ready
+    while not condition():
+        assert proc.poll() is None, f"the child ended before it {what}: {proc.communicate()[1].decode()}"
+        assert time.monotonic() < deadline, f"the child never {what}"
+        threading.Event().wait(0.01)
 
 
-def test_sigterm_while_waiting_on_a_fifo_exits_130_without_traceback(tmp_path, private_tmp):
-    fifo = tmp_path / "scene.pipe"
-    os.mkfifo(fifo)
-    proc = subprocess.Popen([sys.executable, "-m", "sarcodec", "compress", str(fifo), "-o", str(tmp_path / "o.npz")],
-                            env=cli_env(TMPDIR=str(private_tmp)), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    write_end = _wait_for_reader(fifo, proc)
+def _holds_open(pid: int, path: Path) -> bool:
+    """Whether process ``pid`` has ``path`` open (read from /proc: the child's state, not a timing)."""
     try:
-        proc.send_signal(signal.SIGTERM)
-        _out, err = proc.communicate(timeout=120)
-    finally:
-        os.close(write_end)
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            if os.readlink(fd) == str(path):
+                return True
+    return False
+
+
+def _open_write_end(fifo: Path) -> int | None:
+    """Our write end, or None while nobody reads the FIFO (non-blocking open for writing gives ENXIO)."""
+    try:
+        return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:
+        return None
+
+
+def _assert_interrupted_cleanly(proc: subprocess.Popen, tmp_path: Path, private_tmp: Path) -> None:
+    _out, err = proc.communicate(timeout=120)
     stderr = err.decode()
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr
@@ -144,6 +153,51 @@ def test_sigterm_while_waiting_on_a_fifo_exits_130_without_traceback(tmp_path, p
     assert lines[-1].startswith("sarcodec: error: interrupted"), lines
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scene.pipe", "tmpdir"]
     assert list(private_tmp.iterdir()) == []
+
+
+def _start_on_fifo(tmp_path: Path, private_tmp: Path) -> tuple[Path, subprocess.Popen]:
+    fifo = tmp_path / "scene.pipe"
+    os.mkfifo(fifo)
+    proc = subprocess.Popen([sys.executable, "-m", "sarcodec", "compress", str(fifo), "-o", str(tmp_path / "o.npz")],
+                            env=cli_env(TMPDIR=str(private_tmp)), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return fifo, proc
+
+
+def test_sigterm_while_no_writer_has_opened_the_fifo_exits_130_without_traceback(tmp_path, private_tmp):
+    # The child opens the FIFO itself and waits for a writer that never comes (a user who typed the
+    # wrong name, or whose producer never started). It used to sit in open() where a SIGTERM that came
+    # just before the call was lost; now it holds the FIFO open while it waits, and that is our cue.
+    fifo, proc = _start_on_fifo(tmp_path, private_tmp)
+    try:
+        _wait_until(lambda: _holds_open(proc.pid, fifo), proc, "opened the FIFO")
+        proc.send_signal(signal.SIGTERM)
+        _assert_interrupted_cleanly(proc, tmp_path, private_tmp)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_sigterm_while_a_fifo_writer_sends_nothing_exits_130_without_traceback(tmp_path, private_tmp):
+    # bash's <(slow command): the writer is there, the data is not. Our write end opens only once
+    # the child reads the FIFO, i.e. once it is waiting for data with everything else set up.
+    fifo, proc = _start_on_fifo(tmp_path, private_tmp)
+    write_end: list[int] = []
+
+    def child_reads_the_fifo() -> bool:
+        end = _open_write_end(fifo)
+        if end is not None:
+            write_end.append(end)  # kept open until the child is gone: closing it would mean "empty input"
+        return end is not None
+
+    try:
+        _wait_until(child_reads_the_fifo, proc, "opened the FIFO for reading")
+        proc.send_signal(signal.SIGTERM)
+        _assert_interrupted_cleanly(proc, tmp_path, private_tmp)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for end in write_end:
+            os.close(end)
 
 
 # -- item 14: every stderr line starts with sarcodec:, names escaped -------------------------------
