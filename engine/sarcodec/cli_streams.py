@@ -36,6 +36,8 @@ import warnings
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
+from sarcodec.raster_text import UNDECODED_ITEM_MESSAGE
+
 PREFIX = "sarcodec"
 STANDARD_FDS = (0, 1, 2)
 # Loggers whose records reach the user: GDAL via rasterio.Env, rasterio itself, the engine.
@@ -167,6 +169,8 @@ class _StderrHandler(logging.Handler):
     """Log records (GDAL through rasterio, Python warnings) as ``sarcodec: warning: ...`` lines."""
 
     def emit(self, record: logging.LogRecord) -> None:
+        if str(record.msg).startswith(UNDECODED_ITEM_MESSAGE):
+            return  # a tag that is not UTF-8: sarcodec.raster_text reads it, nothing is lost
         try:
             message = record.getMessage()
         except Exception:  # noqa: BLE001 - a bad format string must not break a run

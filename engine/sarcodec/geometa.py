@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from sarcodec.errors import UsageError
+from sarcodec.raster_text import read_band_strings, read_tags
 
 #: Metadata domains that describe the file's encoding or GDAL internals, not the scene.
 _SKIPPED_DOMAINS = frozenset({"", "IMAGE_STRUCTURE", "DERIVED_SUBDATASETS", "SUBDATASETS"})
@@ -131,19 +132,19 @@ def read_geo_metadata(ds: Any) -> dict[str, Any]:
     if any(v is not None for v in nodatavals):
         outs = [_num_out(v) for v in nodatavals]
         meta["nodata"] = outs[0] if all(o == outs[0] for o in outs) else outs
-    descriptions = list(ds.descriptions)
+    descriptions = read_band_strings(ds, "descriptions")  # not UTF-8 (Latin-1) is kept, see raster_text
     if any(descriptions):
         meta["descriptions"] = [d or None for d in descriptions]
-    tags = dict(ds.tags())
+    tags = read_tags(ds)
     if tags:
         meta["tags"] = tags
-    band_tags = [dict(ds.tags(i)) for i in range(1, count + 1)]
+    band_tags = [read_tags(ds, i) for i in range(1, count + 1)]
     if any(band_tags):
         meta["band_tags"] = band_tags
     colorinterp = [ci.name for ci in ds.colorinterp]
     if colorinterp != _default_colorinterp(count):
         meta["colorinterp"] = colorinterp
-    units = [u or "" for u in ds.units]
+    units = [u or "" for u in read_band_strings(ds, "units")]
     if any(units):
         meta["units"] = units
     scales = [float(s) for s in ds.scales]
@@ -161,7 +162,7 @@ def read_geo_metadata(ds: Any) -> dict[str, Any]:
         if ns in _SKIPPED_DOMAINS or ns.startswith("xml:"):
             continue
         try:
-            values = dict(ds.tags(ns=ns))
+            values = read_tags(ds, ns=ns)
         except Exception:  # noqa: BLE001
             continue
         if values:

@@ -22,6 +22,7 @@ import re
 import threading
 import xml.etree.ElementTree as ET
 import zipfile
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,10 @@ from .errors import InputFileError
 
 GEOTIFF_SUFFIXES = (".tif", ".tiff")
 MANIFEST = "manifest.safe"
+#: The most bytes read from one text member of a product (manifest, annotation XML). ESA's are 20 KB to
+#: ~20 MB (an SLC swath's annotation); a small zip can inflate to gigabytes (a zip bomb), and without a
+#: bound that went to memory before failing with an internal error.
+MAX_MEMBER_BYTES = 64 << 20
 #: S1 measurement names: mission-mode/swath-product-polarisation-start-stop-orbit-datatake-image.
 _MEASUREMENT_NAME = re.compile(
     r"^(?P<mission>s1[a-d])-(?P<swath>[a-z0-9]+)-(?P<product>[a-z]+)-(?P<pol>hh|hv|vv|vh)-", re.IGNORECASE)
@@ -125,7 +130,11 @@ class _FolderProduct:
         return sorted(str(f.relative_to(self.root)).replace(os.sep, "/") for f in self.root.rglob("*") if f.is_file())
 
     def read(self, rel: str) -> bytes:
-        return (self.root / rel).read_bytes()
+        try:
+            with open(self.root / rel, "rb") as fh:
+                return _bounded_read(fh, f"{self.name}/{rel}")
+        except OSError as exc:
+            raise InputFileError(f"{self.name}/{rel}: cannot read: {exc.strerror or exc}") from None
 
     def gdal_path(self, rel: str) -> str:
         return str(self.root / rel)
@@ -155,11 +164,34 @@ class _ZipProduct:
         return sorted(self._names)
 
     def read(self, rel: str) -> bytes:
-        with zipfile.ZipFile(self.archive) as zf:
-            return zf.read(self.prefix + rel)
+        """A member's bytes, never more than ``MAX_MEMBER_BYTES`` of them, whatever the zip claims."""
+        shown = f"{self.archive.name}/{self.prefix}{rel}"
+        try:
+            with zipfile.ZipFile(self.archive) as zf:
+                info = zf.getinfo(self.prefix + rel)
+                if info.file_size > MAX_MEMBER_BYTES:
+                    raise InputFileError(_too_large(shown))
+                with zf.open(info) as fh:
+                    return _bounded_read(fh, shown)
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, KeyError, NotImplementedError,
+                RuntimeError) as exc:
+            raise InputFileError(f"{shown}: cannot read it from the zip archive ({exc})") from None
 
     def gdal_path(self, rel: str) -> str:
         return f"/vsizip/{self.archive}/{self.prefix}{rel}"
+
+
+def _too_large(shown: str) -> str:
+    return (f"{shown}: larger than {MAX_MEMBER_BYTES >> 20} MiB, which no Sentinel-1 manifest or annotation is "
+            "(a damaged product or a zip bomb)")
+
+
+def _bounded_read(fh: Any, shown: str) -> bytes:
+    """All of ``fh``, or ``InputFileError`` once it passes ``MAX_MEMBER_BYTES`` (only that much is read)."""
+    data = fh.read(MAX_MEMBER_BYTES + 1)
+    if len(data) > MAX_MEMBER_BYTES:
+        raise InputFileError(_too_large(shown))
+    return data
 
 
 # -------------------------------------------------------------------------------------- annotations

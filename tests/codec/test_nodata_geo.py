@@ -249,3 +249,52 @@ def test_free_nodata_prefers_a_value_the_decoder_cannot_produce():
 
     assert pipeline._free_nodata(_NoRecords(), 1, pipeline.Domain.AMPLITUDE_DN, np.dtype("uint16"), []) == 0
     assert math.isnan(pipeline._free_nodata(_NoRecords(), 1, pipeline.Domain.INTENSITY, np.dtype("float32"), []))
+
+
+# -- item 12: text that is not UTF-8 -------------------------------------------------------------------
+
+
+LATIN1_TEXT = ("Rétrodiffusion VV", "décibel", "Orléans", "précis")
+
+
+def _latin1_scene(path: Path) -> Path:
+    """A GeoTIFF whose description, unit and two tags are Latin-1 bytes (as older tools wrote them).
+
+    Written with ``~`` for ``é``, then each such text is replaced in the file by its Latin-1 bytes:
+    same length, so every TIFF offset stays right, and ``gdalinfo`` reads the file as before.
+    """
+    data = speckled_scene(64, 80, seed=31)
+    profile = dict(driver="GTiff", width=80, height=64, count=1, dtype=data.dtype, crs="EPSG:32630",
+                   transform=TRANSFORM, nodata=0)
+    description, unit, station, note = (t.replace("é", "~") for t in LATIN1_TEXT)
+    with rasterio.open(path, "w", **profile) as ds:
+        ds.write(data, 1)
+        ds.set_band_description(1, description)
+        ds.set_band_unit(1, unit)
+        ds.update_tags(STATION=station, PLAIN="ascii")
+        ds.update_tags(1, POLARISATION="VV", NOTE=note)
+    raw = path.read_bytes()
+    for text in LATIN1_TEXT:
+        placeholder = text.replace("é", "~").encode()
+        assert raw.count(placeholder) == 1, placeholder
+        raw = raw.replace(placeholder, text.encode("latin-1"))
+    path.write_bytes(raw)
+    return path
+
+
+def test_latin1_description_unit_and_tags_are_kept_through_a_round_trip(tmp_path, small_model, monkeypatch,
+                                                                        capsys):
+    src = _latin1_scene(tmp_path / "latin1.tif")
+    with rasterio.open(src) as ds:  # what used to refuse the file ("not a raster GDAL can read")
+        with pytest.raises(UnicodeDecodeError):
+            _ = ds.descriptions
+    monkeypatch.setenv("SARCODEC_MODEL", str(small_model))
+    assert cli.main(["compress", str(src), "-q", "--no-estimate"]) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if "no CUDA GPU" not in line]
+    assert warned == [], warned  # nothing is lost, so nothing to warn about (rasterio's complaint included)
+    assert cli.main(["decompress", str(src.with_suffix(".npz")), "-q", "-o", str(tmp_path / "back.tif")]) == 0
+    with rasterio.open(tmp_path / "back.tif") as ds:  # now UTF-8: é is é
+        assert ds.descriptions == ("Rétrodiffusion VV",)
+        assert ds.units == ("décibel",)
+        assert ds.tags()["STATION"] == "Orléans" and ds.tags()["PLAIN"] == "ascii"
+        assert ds.tags(1)["NOTE"] == "précis" and ds.tags(1)["POLARISATION"] == "VV"

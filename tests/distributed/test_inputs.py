@@ -133,3 +133,51 @@ def test_default_output_paths_sit_beside_the_input(safe_product, write_geotiff):
     assert resolve_inputs(zipped)[0].output_path(".npz") == str(zipped.parent / f"{stem}.npz")
     tif = write_geotiff(speckled_scene(20, 30))
     assert resolve_inputs(tif)[0].output_path(".npz") == str(tif.with_suffix(".npz"))
+
+
+# -- item 9: every member of a product is read with a size bound ---------------------------------------
+
+BOMB_BYTES = 256 << 20  # four times the bound: what a small zip can inflate to, and more than any manifest
+
+
+def _allocation_peak(call) -> int:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        call()
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak
+
+
+def test_a_zip_bomb_manifest_is_refused_without_being_inflated(tmp_path):
+    bomb = tmp_path / "S1A_BOMB.zip"  # a 1.2 MB zip whose manifest.safe inflates to 256 MiB of zeros
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        zf.writestr("S1A_BOMB.SAFE/measurement/s1a-iw-grd-vv-x.tiff", b"")
+        with zf.open("S1A_BOMB.SAFE/manifest.safe", "w") as member:
+            zero = bytes(1 << 20)
+            for _ in range(BOMB_BYTES >> 20):
+                member.write(zero)
+    assert bomb.stat().st_size < 2 << 20
+
+    def resolve():
+        with pytest.raises(InputFileError, match="manifest.safe: larger than 64 MiB.*zip bomb"):
+            resolve_inputs(bomb)
+
+    assert _allocation_peak(resolve) < 32 << 20  # the member was never inflated into memory
+
+
+def test_an_oversized_manifest_in_a_safe_folder_is_refused_after_a_bounded_read(tmp_path):
+    product = tmp_path / "S1A_HUGE.SAFE"
+    (product / "measurement").mkdir(parents=True)
+    (product / "measurement" / "s1a-iw-grd-vv-x.tiff").write_bytes(b"")
+    with open(product / "manifest.safe", "wb") as fh:
+        fh.truncate(BOMB_BYTES)  # sparse: no disk space used
+
+    def resolve():
+        with pytest.raises(InputFileError, match="manifest.safe: larger than 64 MiB"):
+            resolve_inputs(product)
+
+    assert _allocation_peak(resolve) < 100 << 20  # at most the bound itself, never the whole file
