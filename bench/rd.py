@@ -6,6 +6,11 @@ coded whole by every codec entry, and the points are pooled over the images (ban
 
 - anchors (``bench/anchors.py``): JPEG2000 and JPEG XL on the log-encoded DN, LERC on dB, lossless
   ZSTD GeoTIFF, each swept densely, with a smooth nodata fill;
+- ``sarcodec_v2`` (the default model) at each quality: the product's own v2 functions (block-size
+  choice and side-info fit on the image, ``dct_v2.encode_chunk`` on 512 px chunks, the real
+  ``dct_v2.decode_chunk``, the intensity gain from ``pipeline.summarize_samples``); the rate counts
+  the real chunk bytes, the band's side info and a small per-image header (quality, gain, chunk
+  sizes). The container's own overhead is measured separately (``bench/overhead.py``);
 - ``sarcodec_v1`` at each quality: analysis -> ``LatentCoder`` in chunks of 32x32 latents -> synthesis;
   the rate counts the real entropy-coded bytes plus a small per-image header (offset, chunk sizes);
 - plug-ins: ``--codec module:attr`` (module found on ``bench/``), where attr is a callable
@@ -91,6 +96,53 @@ def sarcodec_entry(model: SarCodec) -> Codec:
     return run
 
 
+# ---------------------------------------------------------------------- sarcodec v2
+def sarcodec_v2_code(model, img: heldout.Image, quality: int) -> tuple[np.ndarray, int]:
+    """Code one image whole with codec v2 as the product does; returns (reconstructed DN uint16, bytes)."""
+    from sarcodec.codec import dct_v2
+    from sarcodec.codec.dct_fit import Sample, choose_block, fit_band_params
+    from sarcodec.codec.pipeline import quality_sample, summarize_samples
+
+    L = heldout.to_db(img.dn)
+    valid = img.valid
+    c = dct_v2.CHUNK_PX
+    step = model.step(quality)
+    sample = Sample([np.where(valid, L, 0.0)[:c, :c]], [valid[:c, :c]])
+    block = choose_block(sample, step, model.prior, dead_zone=dct_v2.DEAD_ZONE)
+    nbl = -(-L.shape[0] // block) * -(-L.shape[1] // block)
+    params = fit_band_params(sample, step, model.prior, block, dead_zone=dct_v2.DEAD_ZONE, band_blocks=nbl)
+    coding = dct_v2.BandCoding(params, step)
+    n_chunks = -(-L.shape[0] // c) * -(-L.shape[1] // c)
+    nbytes = 1 + 2 + len(params.to_bytes()) + (2 * n_chunks if n_chunks > 1 else 0)  # quality, gain, sizes
+    rec = np.zeros_like(L)
+    samples = {}
+    for r in range(0, L.shape[0], c):
+        for cc in range(0, L.shape[1], c):
+            v = valid[r:r + c, cc:cc + c]
+            data, _ = dct_v2.encode_chunk(L[r:r + c, cc:cc + c], v, coding, model)
+            nbytes += len(data)
+            dec = dct_v2.decode_chunk(data, *v.shape, coding, model)
+            rec[r:r + c, cc:cc + c] = dec
+            samples[(r, cc)] = quality_sample(L[r:r + c, cc:cc + c][v], dec[v])
+    gain = summarize_samples(samples).gain_db
+    out = np.clip(np.rint(10.0 ** ((rec + gain) / 20.0)), 1, 65535)
+    return np.where(valid, out, 0).astype(np.uint16), nbytes
+
+
+def sarcodec_v2_entry(model) -> Codec:
+    """The v2 codec as a codec entry: one point per quality."""
+
+    def run(img: heldout.Image) -> list[heldout.Point]:
+        pts = []
+        for q in range(1, model.n_qualities + 1):
+            t = time.perf_counter()
+            rec, n = sarcodec_v2_code(model, img, q)
+            pts.append(heldout.measure(img, rec, n, f"q{q}", time.perf_counter() - t))
+        return pts
+
+    return run
+
+
 def load_plugins(specs: list[str]) -> dict[str, Codec]:
     """``module:attr`` -> codec entries (attr: a callable, named attr, or a dict name -> callable)."""
     out: dict[str, Codec] = {}
@@ -119,7 +171,7 @@ _FONT = {  # 3x5 bitmap glyphs for labels
     "U": "101101101101111", "V": "101101101101010", "W": "101101111111101", "X": "101101010101101",
     "Y": "101101010010010", "Z": "111001010100111", "-": "000000111000000", "_": "000000000000111",
 }
-_COLORS = {"sarcodec_v1": (200, 30, 30), "jpeg2000_log": (30, 90, 200), "jpegxl_log": (20, 150, 60),
+_COLORS = {"sarcodec_v2": (230, 120, 0), "sarcodec_v1": (200, 30, 30), "jpeg2000_log": (30, 90, 200), "jpegxl_log": (20, 150, 60),
            "lerc_db": (230, 140, 0), "zstd_lossless": (110, 110, 110)}
 _EXTRA = [(150, 40, 170), (0, 160, 170), (140, 90, 40), (220, 60, 150), (0, 0, 0)]
 
@@ -321,6 +373,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--codec", action="append", default=[], metavar="MODULE:ATTR",
                     help="extra codec entries (callable image -> points, or a dict of them)")
     ap.add_argument("--no-v1", action="store_true", help="leave sarcodec_v1 out")
+    ap.add_argument("--v2-model", default=str(REPO / "resources/models/sarcodec_v2.npz"))
+    ap.add_argument("--no-v2", action="store_true", help="leave sarcodec_v2 out")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-throughput", action="store_true")
     args = ap.parse_args(argv)
@@ -329,6 +383,10 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     codecs: dict[str, Codec] = dict(anchors.ANCHORS)
+    if not args.no_v2:
+        from sarcodec.codec.dct_model import load_model as load_v2
+
+        codecs["sarcodec_v2"] = sarcodec_v2_entry(load_v2(args.v2_model))
     model = None
     if not args.no_v1:
         model = load_checkpoint(args.checkpoint)

@@ -74,11 +74,21 @@ def one_line(message: str) -> str:
 
 
 def quality_levels() -> tuple[int, int]:
-    """(default quality, number of qualities) of the shipped model, without paying for a torch import.
+    """(default quality, number of qualities) of the default model, without paying for a torch import.
 
-    The model module imports torch (seconds), and this runs while QGIS starts; so the real values are
-    used when the engine is already loaded and the documented defaults (3 of 1..5) otherwise.
+    The default model (codec v2) is numpy tables and reads in milliseconds; a v1 checkpoint would
+    import torch (seconds, while QGIS starts), so for one the engine's values are used when it is
+    already loaded and the documented v1 defaults (3 of 1..5) otherwise.
     """
+    with contextlib.suppress(Exception):  # no engine, no constriction, a damaged model: fall back
+        add_dependency_paths()
+        from sarcodec.codec import model_store
+        from sarcodec.resources import default_model_path
+
+        path = default_model_path()
+        if model_store.codec_of_file(path) == model_store.CODEC_V2:
+            model, _, _ = model_store.load(path)
+            return int(model.default_quality), int(model.n_qualities)
     model = sys.modules.get("sarcodec.codec.model")
     default = getattr(model, "DEFAULT_QUALITY", FALLBACK_DEFAULT_QUALITY)
     levels = getattr(model, "N_QUALITIES", FALLBACK_N_QUALITIES)

@@ -63,7 +63,6 @@ from sarcodec.progress import CancelToken
 PROG = "sarcodec"
 STDIO = "-"
 MODEL_ENV = "SARCODEC_MODEL"
-DEFAULT_MODEL_FILE = "sarcodec_v1.pt"
 MODEL_STRIDE = 16  # SarCodec.stride: tile size and overlap must be multiples of it
 COMPRESSED_SUFFIX = ".npz"
 RASTER_SUFFIX = ".tif"
@@ -132,35 +131,15 @@ def _human_bytes(n: int | None) -> str:
 # the default model
 
 
-def _package_model_candidates() -> list[Path]:
-    """Where the shipped checkpoint lives: next to the package (wheel) or in the repo checkout."""
-    here = Path(__file__).resolve().parent
-    return [here / "resources" / "models" / DEFAULT_MODEL_FILE,
-            here.parents[1] / "resources" / "models" / DEFAULT_MODEL_FILE]
-
-
 def default_model_path() -> Path:
-    """The checkpoint used when ``--model`` is not given.
+    """The model used when ``--model`` is not given: ``$SARCODEC_MODEL``, else the shipped default.
 
-    ``$SARCODEC_MODEL`` wins (for clusters and containers where the repository layout is not
-    there); then the engine's ``sarcodec.resources`` (checkout and plugin ZIP layouts); then the
-    shipped file beside the package. The
-    path is returned even when the file is missing so the error message can name it.
+    One resolver for every front end (``sarcodec.resources``); the path is returned even when the
+    file is missing so the error message can name it.
     """
-    env = os.environ.get(MODEL_ENV, "").strip()
-    if env:
-        return Path(env).expanduser()
-    try:
-        from sarcodec.resources import default_model_path as engine_default
+    from sarcodec.resources import default_model_path as engine_default
 
-        return Path(engine_default())
-    except ImportError:  # an engine without sarcodec.resources: fall back to the known layouts
-        pass
-    candidates = _package_model_candidates()
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    return candidates[-1]
+    return Path(engine_default()).expanduser()
 
 
 @dataclass
@@ -174,20 +153,19 @@ class ModelSummary:
 
 
 def load_model_summary(path: str | Path) -> ModelSummary:
-    """Load a checkpoint once to fail fast (exit 2) and to learn its quality range.
+    """Load a model once to fail fast (exit 2) and to learn its quality range.
 
     Loading is cheap next to compressing a scene, and doing it before the first input means a
-    missing or corrupt model is reported once, not once per input file.
+    missing or corrupt model is reported once, not once per input file. A v2 model (``.npz``) loads
+    without torch; a v1 checkpoint imports it.
     """
-    _import_engine()
-    from sarcodec.codec.model import DEFAULT_QUALITY, load_checkpoint
+    from sarcodec.codec import model_store
 
-    path = Path(path)
-    model = load_checkpoint(path)
+    model, path, _ = model_store.load(path)
     metadata = getattr(model, "metadata", {}) or {}
     n_qualities = int(getattr(model, "n_qualities", 1) or 1)
     model_id = str(metadata.get("model_id") or path.stem)
-    return ModelSummary(path, model_id, n_qualities, min(DEFAULT_QUALITY, n_qualities))
+    return ModelSummary(path, model_id, n_qualities, min(model_store.default_quality(model), n_qualities))
 
 
 def version_text() -> str:
@@ -205,9 +183,9 @@ def version_text() -> str:
     except Exception as exc:  # noqa: BLE001 - --version must always answer
         lines.append(f"default model: unusable: {type(exc).__name__}: {exc}")
     try:
-        from sarcodec.codec.model import checkpoint_sha256
+        from sarcodec.codec.model_store import sha256_of
 
-        lines.append(f"checkpoint sha256: {checkpoint_sha256(path)}")
+        lines.append(f"model sha256: {sha256_of(path)}")
     except Exception as exc:  # noqa: BLE001
         lines.append(f"checkpoint sha256: unavailable ({exc})")
     return "\n".join(lines)
@@ -389,7 +367,9 @@ def _add_common_io(p: argparse.ArgumentParser, *, input_kind: str, output_kind: 
 def _add_engine_options(p: argparse.ArgumentParser, *, overlap_default: str) -> None:
     g = p.add_argument_group("engine")
     g.add_argument("--model", metavar="PATH",
-                   help=f"model checkpoint (default: the shipped {DEFAULT_MODEL_FILE}, or ${MODEL_ENV})")
+                   help=f"model file (compress default: ${MODEL_ENV}, else the shipped sarcodec_v2.npz; "
+                        "decompress default: the model the file names, found by checksum in the model "
+                        "folders, see 'sarcodec models')")
     g.add_argument("--device", type=_device, default="auto", metavar="auto|cpu|cuda[:i]",
                    help="where the network runs (default: auto, CUDA when present)")
     g.add_argument("--batch-size", type=_batch_size, default="auto", metavar="auto|N",
@@ -459,6 +439,13 @@ def build_parser() -> CliParser:
     i.add_argument("--json", action="store_true", help="print the full header as JSON")
     i.add_argument("--debug", action="store_true", help="show the Python traceback of a failure")
     i.set_defaults(handler=run_info, quiet=False)
+
+    m = sub.add_parser("models", help="list the installed models and where models are looked for",
+                       description="List the models decompress can find (by checksum) and the folders "
+                                   "searched, in order.", formatter_class=_formatter)
+    m.add_argument("--json", action="store_true", help="print the list as JSON")
+    m.add_argument("--debug", action="store_true", help="show the Python traceback of a failure")
+    m.set_defaults(handler=run_models, quiet=False)
     return parser
 
 
@@ -946,6 +933,9 @@ def _compress_one(ctx: RunContext, job: Job, scratch: Scratch) -> None:
     info = _pipeline().inspect_raster(source)
     crs = resolve_crs(job.source_name, info.has_valid_crs, args.crs, interactive=_interactive() and rank is None)
     crs_warned = not info.has_valid_crs and crs is None
+    from sarcodec.codec.container import check_raster_metadata_fits
+
+    check_raster_metadata_fits(source, crs=crs, name=job.source_name)  # before coding, not after it
     destination = str(scratch.path / "stdout.npz") if job.destination == STDIO else job.destination
     assert ctx.model is not None
     options = _pipeline().CompressOptions(
@@ -1061,9 +1051,8 @@ def _model_for_compress(ctx: RunContext) -> None:
 
 
 def _model_for_decompress(ctx: RunContext) -> None:
-    """Validate an explicit model (``--model`` or ``$SARCODEC_MODEL``) once; else the engine picks."""
-    explicit = ctx.args.model or os.environ.get(MODEL_ENV, "").strip()
-    if explicit:
+    """Validate an explicit ``--model`` once; else the engine finds the model each file names."""
+    if ctx.args.model:
         ctx.model = load_model_summary(_resolve_model(ctx))
 
 
@@ -1165,6 +1154,32 @@ def run_info(args: argparse.Namespace, cancel: CancelToken) -> int:
     jobs = [Job(s, "") for s in args.inputs]
     ctx = RunContext(args, cancel, sys.stdout)
     return run_each(ctx, jobs, _info_one)
+
+
+def run_models(args: argparse.Namespace, cancel: CancelToken) -> int:
+    """``sarcodec models``: what is installed (id, codec, qualities, checksum, file) and where."""
+    from sarcodec.codec import model_store
+
+    default = default_model_path()
+    rows = []
+    for m in model_store.installed():
+        try:
+            summary = load_model_summary(m.path)
+            ident, qualities = summary.model_id, f"1..{summary.n_qualities}"
+        except SarcodecError as exc:
+            ident, qualities = f"unusable ({exc})", "-"
+        rows.append({"model_id": ident, "codec": m.codec, "qualities": qualities, "sha256": m.sha256,
+                     "path": str(m.path), "default": m.path.resolve() == default.resolve()})
+    folders = [str(d) for d in model_store.search_dirs()]
+    if args.json:
+        _say(sys.stdout, json.dumps({"models": rows, "search_path": folders}, indent=2))
+        return EXIT_OK
+    for r in rows:
+        mark = " (default)" if r["default"] else ""
+        _say(sys.stdout, f"{r['model_id']}{mark}: {r['codec']}, qualities {r['qualities']}, "
+                         f"sha256 {r['sha256'][:12]}..., {r['path']}")
+    _say(sys.stdout, "model folders searched, in order: " + ", ".join(folders))
+    return EXIT_OK
 
 
 # ----------------------------------------------------------------------------------------------

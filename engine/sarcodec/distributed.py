@@ -657,35 +657,25 @@ def distributed_decompress(source: str | os.PathLike[str], destination: str | os
 
 def _decode_shard(ctx: RankContext, shards: ShardFolder, reader: Any, plan: DecodePlan, options: Any,
                   progress: Progress) -> dict[str, Any]:
-    """This rank's rows of every band, through the pipeline's own LatentSource and BandWriter."""
-    from .codec.pipeline import STRIDE, BandWriter, LatentSource, _latent_coder
+    """This rank's rows of every band, through the pipeline's own band decoder (one decode path)."""
+    from .codec.pipeline import decode_band
     from .device import DevicePolicy
-    from .runner import TileModel, run_tiled
 
-    header, model, quality = plan.header, plan.model, plan.quality
-    bands, height, width = header["shape"]
-    grid = header["grid"]
-    lh, lw = -(-height // STRIDE), -(-width // STRIDE)
-    chunk = grid["chunk"]
-    rows = shard_ranges(-(-lh // chunk), ctx.world_size)[ctx.rank]
+    bands, height, _ = plan.header["shape"]
+    grid = plan.header["grid"]
+    stride, chunk = grid["stride"], grid["chunk"]
+    units = -(-height // stride)  # grid units (v1: latents, v2: pixels); the last may run past the raster
+    rows = shard_ranges(-(-units // chunk), ctx.world_size)[ctx.rank]
     policy = DevicePolicy(options.device, options.batch_size)
-    coder = _latent_coder(model)
     damaged: list[int] = []
     device, batch_size = "", 0
     writer = ShardWriter(shards, ctx.rank)
     try:
         if len(rows):
-            out_rows = (rows.start * chunk * STRIDE, min(rows.stop * chunk, lh) * STRIDE)
+            out_rows = (rows.start * chunk * stride, min(rows.stop * chunk, units) * stride)
             for i in range(bands):
-                src = LatentSource(reader, i, coder, lh, lw, chunk, salvage=options.salvage, damaged=damaged)
-                band_writer = BandWriter(writer, reader, i, header, src, plan.out_dtype, plan.nodata,
-                                         damage_value=plan.damage_value)
-                decoder = TileModel(lambda t, q=quality: model.synthesis(t, q), scale=STRIDE, multiple_of=1,
-                                    in_channels=model.latent_channels, out_channels=1, module=model,
-                                    name=f"decompress band {i + 1}/{bands}")
-                rep = run_tiled(decoder, src, band_writer, tile_size=grid.get("tile_size", 256) // STRIDE,
-                                overlap=plan.overlap // STRIDE, window="cosine", policy=policy, progress=progress,
-                                out_rows=out_rows)
+                rep = decode_band(plan, reader, i, writer, policy, progress, damaged, salvage=options.salvage,
+                                  rows=out_rows)
                 device, batch_size = rep.device, rep.batch_size
         writer.finish({"damaged": sorted(set(damaged)), "device": device})
     except BaseException:

@@ -33,7 +33,10 @@ from sarcodec.errors import ContainerError, InputFileError
 FORMAT_NAME = "sarcodec"
 FORMAT_VERSION = 1
 CODEC_NAME = "sarcodec-hyperprior-v1"
-STRIDE = 16  # pixels per latent: the only stride the version-1 codec has
+STRIDE = 16  # pixels per latent of the v1 codec
+#: Every codec a file may name, with the pixels per grid unit of its chunk grid (``grid.stride``):
+#: v1 counts chunks in latents (16 px), v2 (block DCT) in pixels.
+CODEC_STRIDES = {CODEC_NAME: STRIDE, "sarcodec-dct-v2": 1}
 
 #: Sanity limits applied to anything read from a file before memory is allocated for it.
 MAX_HEADER_BYTES = 16 << 20
@@ -115,11 +118,12 @@ class GridSpec:
             raise HeaderError("the tile grid description is missing or unsupported")
         stride = data.get("stride")
         chunk = data.get("chunk")
-        if stride != STRIDE or not _is_int(stride) or not _is_int(chunk) or not 1 <= chunk <= MAX_CHUNK:
+        if stride not in CODEC_STRIDES.values() or not _is_int(stride) or not _is_int(chunk) or \
+                not 1 <= chunk * stride <= MAX_CHUNK * STRIDE:
             raise HeaderError("the tile grid description is missing or unsupported")
         tile, overlap = data.get("tile_size", 256), data.get("overlap", 64)
-        if not (_is_int(tile) and _is_int(overlap) and STRIDE <= tile <= MAX_TILE_SIZE and tile % STRIDE == 0
-                and 0 <= overlap and overlap % STRIDE == 0 and 2 * overlap <= tile):
+        if not (_is_int(tile) and _is_int(overlap) and stride <= tile <= MAX_TILE_SIZE and tile % stride == 0
+                and 0 <= overlap and overlap % stride == 0 and 2 * overlap <= tile):
             raise HeaderError(f"the tile grid (tile size {tile!r}, overlap {overlap!r}) is damaged")
         extra = {k: v for k, v in data.items() if k not in ("stride", "chunk", "tile_size", "overlap")}
         return cls(stride, chunk, tile, overlap, extra)
@@ -339,11 +343,15 @@ class ContainerHeader:
 
     def validate(self) -> ContainerHeader:
         """Check that this header describes a raster the version-1 codec can decode; returns self."""
-        if self.codec != CODEC_NAME:
-            raise HeaderError(f"codec {str(self.codec)[:40]!r} is not {CODEC_NAME!r}")
+        if self.codec not in CODEC_STRIDES:
+            raise HeaderError(f"codec {str(self.codec)[:40]!r} is not one this version reads "
+                              f"({', '.join(CODEC_STRIDES)})")
         for key in ("shape", "dtype", "domain", "grid", "model", "quality", "bands"):
             if getattr(self, key) is None:
                 raise HeaderError(f"header field {key!r} is missing")
+        assert self.grid is not None
+        if self.grid.stride != CODEC_STRIDES[self.codec]:
+            raise HeaderError(f"the tile grid (stride {self.grid.stride}) does not belong to codec {self.codec}")
         assert self.shape is not None and self.bands is not None and self.dtype is not None
         if len(self.bands) != self.shape[0]:
             raise HeaderError(f"the per-band statistics ({len(self.bands)}) do not match the band count "
@@ -356,10 +364,11 @@ class ContainerHeader:
     # -- geometry -------------------------------------------------------------------------------
     @property
     def chunk_grid(self) -> tuple[int, int]:
-        """Chunk rows and columns of every band (a chunk is ``grid.chunk`` latents square)."""
+        """Chunk rows and columns of every band (a chunk is ``grid.chunk`` grid units square)."""
         assert self.shape is not None and self.grid is not None
         _, height, width = self.shape
-        lh, lw = -(-height // STRIDE), -(-width // STRIDE)
+        stride = self.grid.stride
+        lh, lw = -(-height // stride), -(-width // stride)
         return -(-lh // self.grid.chunk), -(-lw // self.grid.chunk)
 
     def to_json(self) -> dict:

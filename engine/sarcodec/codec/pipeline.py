@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,12 +36,13 @@ from ..geometa import (
     read_geo_metadata,
     with_crs,
 )
-from ..progress import NullProgress, Progress
+from ..progress import NullProgress, Progress, check_cancelled
 from ..raster_io import GeoTiffSink, RasterSource, atomic_output, bounded_gdal_cache, padded_read
 from ..resources import default_model_path
 from ..runner import TileModel, run_tiled
 from ..serial_reads import SerialReads
 from ..tiling import Tile
+from . import dct_v2, model_store
 from .container import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -65,7 +67,8 @@ from .domains import (
     uncodable_mask,
 )
 from .entropy import LatentCoder
-from .model import DEFAULT_QUALITY, SarCodec, checkpoint_sha256, load_checkpoint
+from .header import CODEC_STRIDES
+from .model import SarCodec
 
 CODEC_NAME = "sarcodec-hyperprior-v1"
 STRIDE = 16  # pixels per latent
@@ -213,19 +216,9 @@ class DecompressResult:
     batch_size: int = 0
 
 
-def load_model(path: str | Path | None) -> tuple[SarCodec, Path, str]:
-    """Load a checkpoint once per process (model, path, SHA-256); errors are ``ModelError``."""
-    resolved = Path(path) if path else default_model_path()
-    if not resolved.is_file():
-        raise ModelError(f"model checkpoint {resolved} does not exist")
-    stat = resolved.stat()
-    return _load_model_cached(str(resolved.resolve()), stat.st_mtime_ns, stat.st_size)
-
-
-@functools.lru_cache(maxsize=4)
-def _load_model_cached(path: str, _mtime: int, _size: int) -> tuple[SarCodec, Path, str]:
-    model = load_checkpoint(path)
-    return model, Path(path), checkpoint_sha256(path)
+def load_model(path: str | Path | None) -> tuple[Any, Path, str]:
+    """Load a model once per process (model, path, SHA-256): a v1 ``SarCodec`` or a v2 ``DctModel``."""
+    return model_store.load(path)
 
 
 @functools.lru_cache(maxsize=4)
@@ -233,8 +226,8 @@ def _latent_coder(model: SarCodec) -> LatentCoder:
     return LatentCoder(model)
 
 
-def _check_quality(model: SarCodec, quality: int | None) -> int:
-    q = DEFAULT_QUALITY if quality is None else quality
+def _check_quality(model: Any, quality: int | None) -> int:
+    q = model_store.default_quality(model) if quality is None else quality
     if not isinstance(q, int) or not 1 <= q <= model.n_qualities:
         raise UsageError(f"quality must be an integer from 1 to {model.n_qualities}, got {quality!r}")
     return q
@@ -299,6 +292,22 @@ class BandSummary:
     rmse_db: float | None
     count: int
     l_range: float
+
+
+def quality_sample(l_orig: np.ndarray, l_hat: np.ndarray) -> QualitySample:
+    """Errors and intensity sums of decoded values ``l_hat`` against ``l_orig`` (L_dB, valid pixels only)."""
+    s = QualitySample()
+    if not l_orig.size:
+        return s
+    err = l_hat - l_orig
+    ref = float(l_orig.max())  # intensities relative to a reference keep 10**x in range
+    s.err_sum = float(np.sum(err))
+    s.sq_err_sum = float(np.sum(err**2))
+    s.count = int(l_orig.size)
+    s.intensity_orig = float(np.sum(10.0 ** ((l_orig - ref) / 10.0))) * 10.0 ** (ref / 10.0)
+    s.intensity_coded = float(np.sum(10.0 ** ((l_hat - ref) / 10.0))) * 10.0 ** (ref / 10.0)
+    s.l_min, s.l_max = float(l_orig.min()), float(l_orig.max())
+    return s
 
 
 def summarize_samples(samples: dict[tuple[int, int], QualitySample]) -> BandSummary:
@@ -425,15 +434,7 @@ class LatentChunkSink:
         x_hat = x_hat.float().cpu().numpy()[0, 0, : raw.shape[0], : raw.shape[1]]
         l_orig = to_log(raw, self.domain)[keep].astype(np.float64)
         l_hat = denormalise(x_hat, self.offset_db)[keep].astype(np.float64)
-        err = l_hat - l_orig
-        ref = float(l_orig.max())  # intensities relative to a reference keep 10**x in range
-        s.err_sum = float(np.sum(err))
-        s.sq_err_sum = float(np.sum(err**2))
-        s.count = int(l_orig.size)
-        s.intensity_orig = float(np.sum(10.0 ** ((l_orig - ref) / 10.0))) * 10.0 ** (ref / 10.0)
-        s.intensity_coded = float(np.sum(10.0 ** ((l_hat - ref) / 10.0))) * 10.0 ** (ref / 10.0)
-        s.l_min, s.l_max = float(l_orig.min()), float(l_orig.max())
-        return s
+        return quality_sample(l_orig, l_hat)
 
     def close(self) -> None:
         if self._buffered:
@@ -456,16 +457,18 @@ class CompressPlan:
 
     source: str
     info: RasterInfo
-    model: SarCodec
+    model: Any  # SarCodec (v1) or DctModel (v2)
     model_path: Path
     sha256: str
     quality: int
-    coder: LatentCoder
+    coder: LatentCoder | None
     policy: DevicePolicy
     meta: dict
     domain: Domain
     nodatas: list
     warnings: list[str]
+    codec: str = CODEC_NAME
+    band_coding: list[dct_v2.BandCoding] | None = None  # v2: each band's fitted side info and step
 
     @property
     def latent_shape(self) -> tuple[int, int]:
@@ -473,6 +476,8 @@ class CompressPlan:
 
     @property
     def chunk_rows(self) -> int:
+        if self.codec == dct_v2.CODEC_NAME:
+            return dct_v2.chunk_grid(self.info.height, self.info.width)[0]
         return -(-self.latent_shape[0] // CHUNK)
 
 
@@ -499,6 +504,12 @@ def plan_compression(source: str | Path, options: CompressOptions) -> CompressPl
             domain = detect_domain(info.dtype, _sample_values(ds, 1, nodatas[0]), ds.tags(), options.domain)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
+        codec = model_store.codec_of(model)
+        if codec == dct_v2.CODEC_NAME:
+            # fitted once here, from a deterministic sample: every torchrun rank codes with the same side info
+            coding = [dct_v2.plan_band(ds, i + 1, domain, nodatas[i], model, quality) for i in range(ds.count)]
+            return CompressPlan(str(source), info, model, model_path, sha, quality, None, policy, meta, domain,
+                                nodatas, warnings, codec, coding)
     return CompressPlan(str(source), info, model, model_path, sha, quality, _latent_coder(model), policy, meta,
                         domain, nodatas, warnings)
 
@@ -516,6 +527,8 @@ class BandEncoding:
 def encode_band(plan: CompressPlan, ds, index: int, writer, options: CompressOptions, progress: Progress, *,
                 chunk_rows: range | None = None, weight_map: str | Path | None = None) -> BandEncoding:
     """Encode one band (or the chunk rows ``chunk_rows`` of it, for a torchrun rank) into ``writer``."""
+    if plan.codec == dct_v2.CODEC_NAME:
+        return _encode_band_v2(plan, ds, index, writer, progress, chunk_rows=chunk_rows, weight_map=weight_map)
     ds = SerialReads(ds)  # the read-ahead thread reads tiles while this one reads chunk rows: see serial_reads
     band = index + 1
     lh, lw = plan.latent_shape
@@ -547,20 +560,81 @@ def encode_band(plan: CompressPlan, ds, index: int, writer, options: CompressOpt
                         report.batch_size)
 
 
+def _encode_band_v2(plan: CompressPlan, ds, index: int, writer, progress: Progress, *,
+                    chunk_rows: range | None = None, weight_map: str | Path | None = None) -> BandEncoding:
+    """Codec v2: every chunk row read once, its chunks coded on the pool, masks and fallbacks stored.
+
+    The encoder has each chunk's reconstruction from its own symbols, so every chunk (not a sample)
+    feeds the quality estimate and the intensity gain. v2 has no tiles to blend: a weight map is 1
+    everywhere, on the pixel grid.
+    """
+    from .dct_v2 import CHUNK_PX
+
+    if weight_map:
+        sink = _weight_map_sink(weight_map, plan.meta, ds.height, ds.width, 1)
+        try:
+            for r0 in range(0, ds.height, CHUNK_PX):  # in strips: memory does not grow with the scene
+                sink.write_rows(r0, np.ones((1, min(CHUNK_PX, ds.height - r0), ds.width), np.float32), None)
+            sink.close()
+        except BaseException:
+            sink.abort()
+            raise
+
+    band = index + 1
+    coding, model, nodata = plan.band_coding[index], plan.model, plan.nodatas[index]
+    rows, cols = dct_v2.chunk_grid(ds.height, ds.width)
+    todo = chunk_rows if chunk_rows is not None else range(rows)
+    stats = estimate_band_stats(ds, band, plan.domain)
+    samples: dict[tuple[int, int], QualitySample] = {}
+    uncodable = 0
+    progress.start(len(todo) * cols, f"compress band {band}/{plan.info.bands}: {len(todo) * cols} chunks on cpu")
+    for cr in todo:
+        check_cancelled(progress)
+        r0 = cr * CHUNK_PX
+        raw, ldb, nd, unc = dct_v2.read_chunk_row(ds, band, cr, plan.domain, nodata)
+        valid = ~unc if nd is None else ~(unc | nd)
+        uncodable += int(unc.sum())
+
+        def code(cc: int, ldb: np.ndarray = ldb, valid: np.ndarray = valid) -> tuple[bytes, np.ndarray | None]:
+            sl = slice(cc * CHUNK_PX, (cc + 1) * CHUNK_PX)
+            return dct_v2.encode_chunk(ldb[:, sl], valid[:, sl], coding, model)
+
+        for cc, (data, rec) in enumerate(_coding_pool().map(code, range(cols))):
+            c0 = cc * CHUNK_PX
+            sl = slice(c0, c0 + CHUNK_PX)
+            writer.add(index, cr, cc, "latent", data)
+            if nd is not None and nd[:, sl].any():
+                writer.add(index, cr, cc, "mask", encode_mask(nd[:, sl]))
+            if unc[:, sl].any():
+                writer.add(index, cr, cc, "fallback", encode_fallback(raw[:, sl], unc[:, sl], origin=(r0, c0)))
+            if rec is not None:
+                keep = valid[:, sl]
+                samples[(cr, cc)] = quality_sample(ldb[:, sl][keep], rec[keep])
+        progress.advance(cols)
+    return BandEncoding(stats.to_dict(), samples, uncodable, 0, "cpu", 0)
+
+
 def build_header(plan: CompressPlan, options: CompressOptions, bands: list[BandEncoding]) -> dict:
     """The container header: identical whether one process or several ranks coded the bands."""
     band_headers = []
-    for b in bands:
+    for i, b in enumerate(bands):
         summary = summarize_samples(b.samples)
-        band_headers.append({"stats": b.stats, "gain_db": summary.gain_db, "uncodable_pixels": b.uncodable_pixels})
+        entry = {"stats": b.stats, "gain_db": summary.gain_db, "uncodable_pixels": b.uncodable_pixels}
+        if plan.band_coding is not None:
+            entry.update(plan.band_coding[i].to_json())
+        band_headers.append(entry)
+    if plan.codec == dct_v2.CODEC_NAME:
+        grid = {"stride": 1, "chunk": dct_v2.CHUNK_PX}
+    else:
+        grid = {"stride": STRIDE, "chunk": CHUNK, "tile_size": options.tile_size, "overlap": options.overlap}
     return {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
-        "codec": CODEC_NAME,
+        "codec": plan.codec,
         "created_by": f"sarcodec {__version__}",
         "model": {"id": str(plan.model.metadata.get("model_id", plan.model_path.stem)), "sha256": plan.sha256},
         "quality": plan.quality,
-        "grid": {"stride": STRIDE, "chunk": CHUNK, "tile_size": options.tile_size, "overlap": options.overlap},
+        "grid": grid,
         "shape": [plan.info.bands, plan.info.height, plan.info.width],
         "dtype": plan.info.dtype,
         "domain": plan.domain.value,
@@ -665,9 +739,9 @@ def _codec_header(reader: ContainerReader) -> dict:
     """The header fields the decoder relies on, checked; a file that lacks them is not ours."""
     h = reader.header
     problem = None
-    if h.get("codec") != CODEC_NAME:
-        problem = f"codec {h.get('codec')!r} is not {CODEC_NAME!r}"
-    elif not isinstance(h.get("grid"), dict) or h["grid"].get("stride") != STRIDE or \
+    if h.get("codec") not in CODEC_STRIDES:
+        problem = f"codec {str(h.get('codec'))[:40]!r} is not one this version reads ({', '.join(CODEC_STRIDES)})"
+    elif not isinstance(h.get("grid"), dict) or h["grid"].get("stride") != CODEC_STRIDES[h["codec"]] or \
             not isinstance(h["grid"].get("chunk"), int) or h["grid"]["chunk"] < 1:
         problem = "the tile grid description is missing or unsupported"
     elif not isinstance(h.get("bands"), list) or len(h["bands"]) != h["shape"][0]:
@@ -737,6 +811,8 @@ class LatentSource:
     The engine's read-ahead thread calls ``read``, so entropy decoding of the next batch overlaps
     with synthesis of the current one. Only about two chunk rows are cached: memory stays flat.
     """
+
+    stride = STRIDE  # pixels per grid unit (``chunk`` is in latents), as BandWriter reads it
 
     def __init__(self, reader: ContainerReader, index: int, coder: LatentCoder, height: int, width: int,
                  chunk: int, *, salvage: bool, damaged: list[int]) -> None:
@@ -818,7 +894,7 @@ class BandWriter:
         self.domain = Domain(header["domain"])
         self.width = header["shape"][2]
         self.height = header["shape"][1]
-        self.px_chunk = header["grid"]["chunk"] * STRIDE
+        self.px_chunk = header["grid"]["chunk"] * header["grid"]["stride"]
         self.source = source
         self.out_dtype = out_dtype
         self.nodata = nodata
@@ -855,7 +931,7 @@ class BandWriter:
                             f"{self.reader.name}: record {record.index} ({kind} of band {self.index + 1}, "
                             f"row {cr}, col {cc}) is damaged: {exc}", record.index) from None
                     self.source.damaged.append(record.index)
-                    self.source.damaged_chunks.add((cr * self.px_chunk // (self.source.chunk * STRIDE), cc))
+                    self.source.damaged_chunks.add((cr * self.px_chunk // (self.source.chunk * self.source.stride), cc))
         self._side[cr] = (mask, fallbacks)
         return self._side[cr]
 
@@ -880,7 +956,7 @@ class BandWriter:
                 target = values[fa - row0 : fb_end - row0, fb.col0 : fb.col0 + sub_mask.shape[1]]
                 with np.errstate(all="ignore"):
                     target[sub_mask] = sub_vals[sub_mask].astype(self.out_dtype)
-        c = self.source.chunk * STRIDE
+        c = self.source.chunk * self.source.stride
         for cr, cc in self.source.damaged_chunks:
             ya, yb = max(row0, cr * c), min(row0 + n, (cr + 1) * c)
             if ya < yb:
@@ -914,7 +990,7 @@ class DecodePlan:
     """What decompression decides before decoding: shared by one process and by torchrun ranks."""
 
     header: dict
-    model: SarCodec
+    model: Any  # SarCodec (v1) or DctModel (v2)
     quality: int
     out_dtype: np.dtype
     meta: dict
@@ -924,18 +1000,37 @@ class DecodePlan:
     warnings: list[str]
     damage_value: float | None = None  # marks damaged chunks (--salvage) in a file without nodata
 
+    @property
+    def codec(self) -> str:
+        return str(self.header["codec"])
+
+
+def _decode_model(reader: ContainerReader, header: dict, options: DecompressOptions) -> Any:
+    """The model the file was written with: ``--model`` if given (it must be that one), else the store's."""
+    ref = header["model"]
+    sha, model_id = str(ref.get("sha256")), str(ref.get("id"))
+    if options.model_path:
+        model, model_path, got = load_model(options.model_path)
+        if got != sha:
+            raise ModelError(
+                f"{reader.name} was compressed with model {model_id!r} (sha256 {sha[:12]}...), but {model_path} "
+                f"has sha256 {got[:12]}...; pass the matching --model, or none to use the installed one")
+    else:
+        path = model_store.find(sha)
+        if path is None:
+            raise ModelError(model_store.missing_model_message(reader.name, model_id, sha))
+        model, _, _ = load_model(path)
+    if model_store.codec_of(model) != header["codec"]:
+        raise ModelError(f"{reader.name}: model {model_id!r} is not a {header['codec']} model")
+    return model
+
 
 def plan_decompression(reader: ContainerReader, options: DecompressOptions) -> DecodePlan:
     """Validate the header, options and model, and build the output profile (metadata included)."""
     if options.output_dtype is not None and str(options.output_dtype) not in OUTPUT_DTYPES:
         raise UsageError(f"output dtype must be one of {', '.join(OUTPUT_DTYPES)}, got {options.output_dtype!r}")
     header = _codec_header(reader)
-    model, model_path, sha = load_model(options.model_path)
-    if sha != header["model"].get("sha256"):
-        raise ModelError(
-            f"{reader.name} was compressed with model {header['model'].get('id')!r} "
-            f"(sha256 {str(header['model'].get('sha256'))[:12]}...), but {model_path} has sha256 {sha[:12]}...; "
-            "pass the matching --model")
+    model = _decode_model(reader, header, options)
     quality = header["quality"]
     if not 1 <= quality <= model.n_qualities:
         raise ContainerError(f"{reader.name}: quality {quality} is outside the model's 1..{model.n_qualities}")
@@ -1067,14 +1162,11 @@ def decompress_container(
     policy = DevicePolicy(options.device, options.batch_size)
     with ContainerReader(source) as reader:
         plan = plan_decompression(reader, options)
-        header, model, quality, out_dtype = plan.header, plan.model, plan.quality, plan.out_dtype
-        meta, nodata, overlap, profile, warnings = plan.meta, plan.nodata, plan.overlap, plan.profile, plan.warnings
+        header, out_dtype = plan.header, plan.out_dtype
+        meta, profile, warnings = plan.meta, plan.profile, plan.warnings
         bands, height, width = header["shape"]
-        grid = header["grid"]
         damage_value = plan.damage_value
-        coder = _latent_coder(model)
         damaged: list[int] = []
-        lh, lw = -(-height // STRIDE), -(-width // STRIDE)
         final = Path(destination)
 
         def finalize(ds) -> None:
@@ -1085,15 +1177,11 @@ def decompress_container(
         out = GeoTiffSink(final, profile, finalize=finalize, commit_on_close=not options.cog)
         try:  # from here on every failure must remove out's temporary file (an unwritable weight map too)
             weight_sink = _weight_map_sink(options.weight_map, meta, height, width, 1) if options.weight_map else None
+            if weight_sink is not None and plan.codec == dct_v2.CODEC_NAME:
+                warnings.append("--weight-map: codec v2 decodes chunks without blending, so every weight is 1")
             for i in range(bands):
-                src = LatentSource(reader, i, coder, lh, lw, grid["chunk"], salvage=options.salvage, damaged=damaged)
-                writer = BandWriter(out, reader, i, header, src, out_dtype, nodata, damage_value=damage_value)
-                decoder = TileModel(lambda t, q=quality: model.synthesis(t, q), scale=STRIDE, multiple_of=1,
-                                    in_channels=model.latent_channels, out_channels=1, module=model,
-                                    name=f"decompress band {i + 1}/{bands}")
-                report = run_tiled(decoder, src, writer, tile_size=grid.get("tile_size", 256) // STRIDE,
-                                   overlap=overlap // STRIDE, window="cosine", policy=policy, progress=progress,
-                                   weight_sink=weight_sink if i == 0 else None)
+                report = decode_band(plan, reader, i, out, policy, progress, damaged, salvage=options.salvage,
+                                     weight_sink=weight_sink if i == 0 else None)
             with bounded_gdal_cache():
                 out.close()
                 if options.cog:
@@ -1111,6 +1199,55 @@ def decompress_container(
         device=report.device, seconds=time.monotonic() - t0, damaged_chunks=sorted(set(damaged)), warnings=warnings,
         batch_size=report.batch_size,
     )
+
+
+@dataclass
+class BandDecodeReport:
+    """Where a band was decoded (``run_tiled``'s report has the same two fields)."""
+
+    device: str = "cpu"
+    batch_size: int = 0
+
+
+def decode_band(plan: DecodePlan, reader: ContainerReader, index: int, out, policy: DevicePolicy,
+                progress: Progress, damaged: list[int], *, salvage: bool, rows: tuple[int, int] | None = None,
+                weight_sink=None):
+    """Decode band ``index`` (pixel rows ``rows``, default all) into ``out``: one process and torchrun ranks.
+
+    ``out`` takes ``write_rows(row0, (1, n, W) values, None, indexes=[band])`` (a ``GeoTiffSink`` or
+    a torchrun shard). Damaged records are appended to ``damaged`` (salvage) or raise.
+    """
+    bands, height, width = plan.header["shape"]
+    r0, r1 = rows if rows is not None else (0, height)
+    if plan.codec == dct_v2.CODEC_NAME:
+        coding = dct_v2.BandCoding.from_json(plan.header["bands"][index], index + 1)
+        src = dct_v2.ChunkRowDecoder(reader, index, coding, plan.model, height, width, salvage=salvage,
+                                     damaged=damaged, pool_map=_coding_pool().map)
+        writer = BandWriter(out, reader, index, plan.header, src, plan.out_dtype, plan.nodata,
+                            damage_value=plan.damage_value)
+        c = dct_v2.CHUNK_PX
+        chunk_rows = range(r0 // c, -(-r1 // c))
+        progress.start(len(chunk_rows), f"decompress band {index + 1}/{bands}: {len(chunk_rows)} chunk rows on cpu")
+        for cr in chunk_rows:
+            check_cancelled(progress)
+            ldb = src.row(cr)
+            a, b = max(r0, cr * c), min(r1, cr * c + ldb.shape[0])
+            writer.write_rows(a, dct_v2.normalised(ldb[a - cr * c : b - cr * c], writer.offset)[None])
+            if weight_sink is not None:
+                weight_sink.write_rows(a, np.ones((1, b - a, width), np.float32), None)
+            progress.advance(1)
+        return BandDecodeReport()
+    model, quality, grid = plan.model, plan.quality, plan.header["grid"]
+    lh, lw = -(-height // STRIDE), -(-width // STRIDE)
+    src = LatentSource(reader, index, _latent_coder(model), lh, lw, grid["chunk"], salvage=salvage, damaged=damaged)
+    writer = BandWriter(out, reader, index, plan.header, src, plan.out_dtype, plan.nodata,
+                        damage_value=plan.damage_value)
+    decoder = TileModel(lambda t, q=quality: model.synthesis(t, q), scale=STRIDE, multiple_of=1,
+                        in_channels=model.latent_channels, out_channels=1, module=model,
+                        name=f"decompress band {index + 1}/{bands}")
+    return run_tiled(decoder, src, writer, tile_size=grid.get("tile_size", 256) // STRIDE,
+                     overlap=plan.overlap // STRIDE, window="cosine", policy=policy, progress=progress,
+                     weight_sink=weight_sink, out_rows=rows)
 
 
 def salvage_warning(damaged: list[int], damage_value: float | None) -> str:

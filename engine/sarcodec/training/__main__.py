@@ -1,11 +1,15 @@
-"""``python -m sarcodec.training --config configs/train_default.toml``."""
+"""``python -m sarcodec.training --config configs/train_v2.toml`` (or ``train_default.toml`` for v1).
+
+The config's top-level ``arch`` picks what is trained: ``sarcodec-dct`` (codec v2, the default
+model) or, without it, the v1 hyperprior network.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from sarcodec.training.train import load_config, train
+from sarcodec.training.train import load_config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,6 +21,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-minutes", type=float, default=None, help="override train.max_minutes")
     args = ap.parse_args(argv)
     cfg = load_config(args.config)
+    if cfg.get("arch") == "sarcodec-dct":
+        from sarcodec.training.dct_prior import train_dct
+
+        train_dct(cfg, Path(args.root).resolve())
+        return 0
+    from sarcodec.training.train import train
+
     if args.steps is not None:
         cfg["train"]["steps"] = args.steps
     if args.max_minutes is not None:
