@@ -179,6 +179,9 @@ class CompressAlgorithm(SarcodecAlgorithm):
             )
             if options.crs and not info.has_valid_crs and not self._georeferenced(source):
                 feedback.pushWarning(self.tr(UNPLACED_CRS_NOTE))
+            from sarcodec.codec.container import check_raster_metadata_fits
+
+            check_raster_metadata_fits(source, crs=options.crs)  # too large for the header: fail before coding
             log_command(feedback, self.command_line(source, destination, options))
             used["crs_warned"] = options.crs is None and not info.has_valid_crs
             used["batch"] = options.batch_size

@@ -609,3 +609,12 @@ def test_fallback_damage_is_a_container_error():
         encode_fallback(np.zeros(3), None)
     with pytest.raises(ValueError, match="dtype"):
         encode_fallback(np.zeros((2, 2), dtype=object), None)
+
+
+def test_a_header_over_the_limit_is_a_file_error_not_an_internal_one(tmp_path):
+    """Library callers that skip ``check_raster_metadata_fits`` still get a typed, one-line error."""
+    w = ContainerWriter(tmp_path / "x.npz")
+    w.add(0, 0, 0, "latent", b"abc")
+    with pytest.raises(InputFileError, match="more than the 16 MiB a container holds"):
+        w.finish({**HEADER, "geo": {"tags": {"HUGE": "x" * (17 << 20)}}})
+    assert _only(tmp_path) == []

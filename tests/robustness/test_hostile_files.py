@@ -100,6 +100,11 @@ def _hostile(case: str, header: dict, index: np.ndarray) -> tuple[dict, np.ndarr
         header["records"] = -1
     elif case == "payload=huge":
         header["payload_bytes"] = 2**62
+    elif case.startswith("missing"):  # valid checksums around a header without a field every decoder reads
+        del header[case.split("=")[1]]
+    elif case.startswith("mask_record"):  # the nodata mask moved to a chunk the raster does not have: it used
+        mask = int(np.flatnonzero(index[:, 3] == 1)[0])  # to be ignored, and the mask silently lost
+        index[mask, 1 if case.endswith("row_past_grid") else 2] = 5
     elif case.startswith("index"):
         column, value = {"index=negative_length": (5, -1), "index=negative_offset": (4, -8),
                          "index=huge_length": (5, 2**60), "index=band_past_shape": (0, 7),
@@ -111,7 +116,9 @@ def _hostile(case: str, header: dict, index: np.ndarray) -> tuple[dict, np.ndarr
 HOSTILE = ["version=0", "version=2", "version=4294967295", "shape=huge", "shape=overflow", "shape=zero_bands",
            "shape=zero_height", "shape=negative", "shape=many_bands", "shape=float", "dtype=complex64",
            "dtype=int8", "dtype=bool", "records=negative", "payload=huge", "index=negative_length",
-           "index=negative_offset", "index=huge_length", "index=band_past_shape", "index=negative_band"]
+           "index=negative_offset", "index=huge_length", "index=band_past_shape", "index=negative_band",
+           "missing=shape", "missing=dtype", "missing=domain", "mask_record=row_past_grid",
+           "mask_record=col_past_grid"]
 
 
 @pytest.mark.parametrize("case", HOSTILE)
@@ -125,12 +132,68 @@ def test_hostile_header_or_index(tmp_path, small_container, case):
     assert_failed_cleanly(run_main(["info", bad]), 1, tmp_path, before, match=match)
 
 
-def test_crafted_copy_of_a_valid_container_still_decodes(tmp_path, small_container):
-    """Guards the helper: the hostile cases above differ from a valid file only in what they change."""
+def _move_fallback_block(source: Path, target: Path, row0: int, col0: int) -> tuple[Path, int]:
+    """``source`` with its fallback record's block origin set to (row0, col0), CRCs kept valid."""
+    import zlib
+
+    from sarcodec.codec.container import _FB_HEAD
+
+    header, index, payload = container_parts(source)
+    i = int(np.flatnonzero(index[:, 3] == 2)[0])
+    offset, length = int(index[i, 4]), int(index[i, 5])
+    record = bytearray(payload[offset:offset + length])
+    fields = list(_FB_HEAD.unpack_from(record))
+    fields[7:9] = [row0, col0]
+    _FB_HEAD.pack_into(record, 0, *fields)
+    index[i, 6] = zlib.crc32(bytes(record))
+    payload = payload[:offset] + bytes(record) + payload[offset + length:]
+    return craft_container(target, header, index, payload), i
+
+
+# The wide container's fallback record (zeros the log domain cannot hold) belongs to chunk column 1 of a
+# 48 x 1040 raster: columns 512..1023. Moved past the raster it used to crash the decoder (internal
+# IndexError); moved below its chunk's rows it was silently dropped, its lossless pixels lost.
+@pytest.mark.parametrize("row0, col0", [(0, 1040), (0, 4000), (0, 2**31 - 1), (600, 512), (0, 0)],
+                         ids=["col_at_raster_end", "col_past_raster", "col_at_limit", "row_past_chunk",
+                              "other_chunk"])
+def test_fallback_block_outside_its_chunk_is_a_damaged_record(tmp_path, wide_container, row0, col0):
+    bad, record = _move_fallback_block(wide_container["plain"], tmp_path / "bad.npz", row0, col0)
+    before = listing(tmp_path)
+    assert_failed_cleanly(run_main(["decompress", bad, "-q"]), 1, tmp_path, before, match=f"record {record}")
+    out = tmp_path / "salvaged.tif"
+    salvaged = run_main(["decompress", bad, "-q", "--salvage", "-o", out])
+    assert salvaged.code == 0, salvaged.stderr
+    assert f"damaged chunks [{record}]" in salvaged.stderr, salvaged.stderr
+    with rasterio.open(out) as ds, rasterio.open(wide_container["plain.clean"]) as clean:
+        got, want = ds.read(1), clean.read(1)
+        assert np.all(got[:, 512:1024] == ds.nodata)  # the chunk of the damaged record, marked
+        assert np.array_equal(got[:, 1024:], want[:, 1024:])  # the chunk beyond it decodes as ever
+
+
+def test_a_tag_too_large_for_the_header_fails_before_any_coding(tmp_path, monkeypatch):
+    # 17 MB in one tag value: the container header holds 16 MiB. Found only after every chunk was coded,
+    # it used to end in "internal error: ValueError" at the very end of the run.
+    from sarcodec.codec.container import ContainerWriter
+
+    scene = write_scene(tmp_path / "tagged.tif", speckled_scene(64, 64, seed=2), tags={"HISTORY": "x" * (17 << 20)})
+    monkeypatch.setattr(ContainerWriter, "add", lambda *a, **k: pytest.fail("a chunk was coded"))
+    before = listing(tmp_path)
+    run = run_main(["compress", scene])
+    assert_failed_cleanly(run, 1, tmp_path, before, match="too large for the container header")
+    assert not [line for line in run.errors if "%" in line], run.errors  # not a single progress line
+
+
+def test_crafted_copy_of_a_valid_container_still_decodes(tmp_path, small_container, wide_container):
+    """Guards the helpers: the hostile cases above differ from a valid file only in what they change."""
     header, index, payload = container_parts(small_container)
     good = craft_container(tmp_path / "good.npz", header, index, payload)
     assert run_main(["decompress", good, "-q"]).code == 0
     assert run_main(["info", good]).code == 0
+    same, _ = _move_fallback_block(wide_container["plain"], tmp_path / "same.npz", 0, 512)
+    out = tmp_path / "same.tif"
+    assert run_main(["decompress", same, "-q", "-o", out]).code == 0
+    with rasterio.open(out) as ds, rasterio.open(wide_container["plain.clean"]) as clean:
+        assert np.array_equal(ds.read(1), clean.read(1))
 
 
 def test_other_zip_named_npz(tmp_path):

@@ -128,6 +128,15 @@ def test_hostile_headers(tmp_path, small_container, field, value):
     assert_refused("info", {"INPUT": bad}, tmp_path)
 
 
+def test_a_tag_too_large_for_the_header_is_refused_before_coding(tmp_path, monkeypatch):
+    from sarcodec.codec.container import ContainerWriter
+
+    scene = write_scene(tmp_path / "tagged.tif", speckled_scene(64, 64, seed=2), tags={"HISTORY": "x" * (17 << 20)})
+    monkeypatch.setattr(ContainerWriter, "add", lambda *a, **k: pytest.fail("a chunk was coded"))
+    assert_refused("compress", {"INPUT": scene, "OUTPUT": tmp_path / "o.npz"}, tmp_path,
+                   match="too large for the container header")
+
+
 @pytest.mark.parametrize("dtype", ["complex64", "int8"])
 def test_unsupported_dtype(tmp_path, dtype):
     path = tmp_path / f"{dtype}.tif"

@@ -57,6 +57,9 @@ from sarcodec.codec.header import (
     RESERVED_KEYS,
     SUPPORTED_DTYPES,
     ContainerHeader,
+    check_block,
+    check_header_budget,
+    check_records,
 )
 from sarcodec.codec.header import header_problem as _schema_problem
 from sarcodec.destinations import make_temp, publish
@@ -294,6 +297,35 @@ def header_problem(header: Mapping[str, Any]) -> str | None:
     return _schema_problem(header)
 
 
+#: What every codec's decoder reads first: a header that names a codec must have them (a torchrun
+#: shard, which names none, need not). Missing, they used to end a decode in ``internal error: KeyError``.
+RASTER_FIELDS = ("shape", "dtype", "domain")
+
+
+def check_raster_metadata_fits(source: str | os.PathLike[str], *, crs: str | None = None,
+                               name: str | None = None) -> None:
+    """Refuse, before any coding, a raster whose metadata cannot fit a container header (``InputFileError``).
+
+    For front ends to call right after inspecting the input (the CLI and the QGIS plugin do): the
+    header is assembled only after every chunk is coded, so a 17 MB tag value used to cost the whole
+    run and then fail as an internal error. ``crs`` is the CRS the run will add (``--crs``).
+    """
+    import warnings
+
+    import rasterio
+
+    from sarcodec.geometa import read_geo_metadata, with_crs
+
+    shown = name or os.fspath(source)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # NotGeoreferencedWarning: inspecting the input said it already
+        with rasterio.open(os.fspath(source)) as ds:
+            meta, bands = read_geo_metadata(ds), int(ds.count)
+    if crs:
+        meta = with_crs(meta, crs)
+    check_header_budget(meta, bands, shown)
+
+
 # --------------------------------------------------------------------------------------------------
 # writer
 
@@ -446,8 +478,10 @@ class ContainerWriter:
         problem = header_problem(json.loads(text))  # validate what readers will see (tuples -> lists)
         if problem:
             raise ValueError(f"invalid container header: {problem}")
-        if len(body) + PREFIX.size > MAX_HEADER_BYTES:
-            raise ValueError("container header is too large")
+        if len(body) + PREFIX.size > MAX_HEADER_BYTES:  # a caller that skipped check_raster_metadata_fits
+            raise InputFileError(f"{self.name}: the container header would be {len(body) + PREFIX.size} bytes, "
+                                 f"more than the {MAX_HEADER_BYTES >> 20} MiB a container holds (large tags? "
+                                 "remove them first, e.g. with gdal_edit.py -unsetmd)")
         return PREFIX.pack(MAGIC, FORMAT_VERSION, zlib.crc32(body)) + body
 
     def _write_zip(self, fp: IO[bytes], header_blob: bytes, index: np.ndarray) -> None:
@@ -668,6 +702,10 @@ class ContainerReader:
             raise self._err(problem)
         #: the same header, parsed: every field present has been type- and range-checked
         self.typed_header = ContainerHeader.from_json(header)
+        if self.typed_header.codec is not None:
+            missing = [k for k in RASTER_FIELDS if getattr(self.typed_header, k) is None]
+            if missing:
+                raise self._err(f"header field {missing[0]!r} is missing (the file is damaged or not ours)")
         return header
 
     def _read_index(self, info: zipfile.ZipInfo) -> np.ndarray:
@@ -699,6 +737,11 @@ class ContainerReader:
                 raise self._err("index has duplicate records")
         elif payload != 0:
             raise self._err("payload has bytes but the index no records")
+        if self.typed_header.shape is not None and self.typed_header.grid is not None:
+            try:
+                check_records(self.typed_header, arr)  # every chunk record names a chunk of the raster
+            except ContainerError as exc:
+                raise self._err(str(exc)) from None
         return arr
 
     def _locate_payload(self, info: zipfile.ZipInfo) -> int:
@@ -813,7 +856,31 @@ class ContainerReader:
         if zlib.crc32(data) != rec.crc32:
             raise DamagedChunkError(f"{self.name}: {where} failed its checksum (the file is damaged)",
                                     rec.index)
+        if rec.kind == "fallback":
+            self._check_fallback_geometry(rec, data, where)
         return data
+
+    def _check_fallback_geometry(self, rec: Record, data: bytes, where: str) -> None:
+        """A fallback block must lie inside the chunk its record names: the decoder writes its pixels there.
+
+        A block whose origin lies past the raster used to end the decode in ``internal error:
+        IndexError``, and one past its chunk's rows was silently dropped (its lossless pixels lost).
+        Checked here, on the CRC-checked bytes, it is one damaged record: exit 1, or a damaged chunk
+        under ``--salvage``. Headers without a raster (torchrun shards) have nothing to check against.
+        """
+        header = self.typed_header
+        if header.shape is None or header.grid is None or len(data) < _FB_HEAD.size:
+            return  # too short: decode_fallback_block says so
+        magic, _version, _mode, _code, _flags, h, w, row0, col0 = _FB_HEAD.unpack_from(data)
+        if magic != _FB_MAGIC:
+            return
+        px = header.grid.chunk * header.grid.stride
+        r0, c0 = rec.row * px, rec.col * px
+        window = (r0, c0, max(0, min(px, header.shape[1] - r0)), max(0, min(px, header.shape[2] - c0)))
+        try:
+            check_block(row0, col0, (h, w), window, where)
+        except ContainerError as exc:
+            raise DamagedChunkError(f"{self.name}: {exc}", rec.index) from None
 
     def get(self, band: int, row: int, col: int, kind: str | int) -> bytes | None:
         """Like :meth:`read` but None when there is no such record."""
