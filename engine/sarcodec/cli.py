@@ -46,7 +46,14 @@ from sarcodec.cli_streams import (
     one_line,
     stream_was_closed,
 )
-from sarcodec.destinations import check_destination, forget, remove_temporaries, was_published
+from sarcodec.destinations import (
+    check_destination,
+    discard_held,
+    forget,
+    hold_until,
+    remove_temporaries,
+    was_published,
+)
 from sarcodec.errors import (
     EXIT_CODES,
     EXIT_FILE,
@@ -887,6 +894,7 @@ def run_each(ctx: RunContext, jobs: list[Job], work: Callable[[RunContext, Job, 
                 if _torchrun_rank() is not None:
                     break  # torchrun ranks must stay on the same file: after a failure none goes on
             finally:
+                discard_held()  # a weight map whose output was not published never appears
                 scratch.cleanup()
                 _release([job])
     except KeyboardInterrupt:
@@ -937,6 +945,8 @@ def _compress_one(ctx: RunContext, job: Job, scratch: Scratch) -> None:
 
     check_raster_metadata_fits(source, crs=crs, name=job.source_name)  # before coding, not after it
     destination = str(scratch.path / "stdout.npz") if job.destination == STDIO else job.destination
+    if weight_map:
+        hold_until(weight_map, destination)  # published right after the output, never before or without it
     assert ctx.model is not None
     options = _pipeline().CompressOptions(
         quality=args.quality,
@@ -997,6 +1007,8 @@ def _decompress_one(ctx: RunContext, job: Job, scratch: Scratch) -> None:
     crs = resolve_crs(job.source_name, valid_crs, args.crs, interactive=_interactive() and rank is None)
     crs_warned = valid_crs is False and crs is None
     destination = str(scratch.path / "stdout.tif") if job.destination == STDIO else job.destination
+    if weight_map:
+        hold_until(weight_map, destination)  # published right after the output, never before or without it
     options = _pipeline().DecompressOptions(
         tiff_compress=args.tiff_compress,
         output_dtype=args.output_dtype,

@@ -51,6 +51,10 @@ _RANDOM_LEN = 8  # what tempfile.mkstemp puts between prefix and suffix
 _overwrite_policy: dict[str, bool] = {}
 # path -> (st_dev, st_ino) of the temporary file publish moved (or is moving) there
 _published: dict[str, tuple[int, int]] = {}
+# main destination -> the companion files (its --weight-map) published only after it, see hold_until
+_companions: dict[str, list[str]] = {}
+# companion -> its finished temporary file, waiting for the main destination's publish
+_held: dict[str, str] = {}
 # every temporary file make_temp created in this process, until remove_temporaries (or pruned once gone)
 _temporaries: set[str] = set()
 _PRUNE_AT = 256
@@ -213,6 +217,35 @@ def remove_temporaries() -> list[str]:
     return removed
 
 
+def hold_until(companion: str | os.PathLike[str], main: str | os.PathLike[str]) -> None:
+    """Publish ``companion`` (a ``--weight-map``) only once ``main`` (the output it belongs to) is published.
+
+    The engine finishes the weight map first (it is written while the first band is coded); published
+    then, a run that failed afterwards left a new weight map beside the old output. Now its
+    :func:`publish` only keeps the finished temporary file, and ``main``'s publish moves it into place
+    right after its own rename. If ``main`` is never published, :func:`discard_held` removes it.
+    """
+    _companions.setdefault(_key(main), []).append(_key(companion))
+
+
+def discard_held() -> list[str]:
+    """Forget every hold; remove the temporary files of companions whose output was never published."""
+    removed = []
+    for tmp in _held.values():
+        try:
+            os.unlink(tmp)
+        except OSError:
+            continue
+        removed.append(tmp)
+    _held.clear()
+    _companions.clear()
+    return removed
+
+
+def _is_held(key: str) -> bool:
+    return any(key in companions for companions in _companions.values())
+
+
 def publish(tmp: str | os.PathLike[str], destination: str | os.PathLike[str], *,
             overwrite: bool | None = None) -> None:
     """fsync ``tmp`` and move it onto ``destination`` atomically; the destination is old or new, never half.
@@ -220,9 +253,30 @@ def publish(tmp: str | os.PathLike[str], destination: str | os.PathLike[str], *,
     ``overwrite`` None: what :func:`check_destination` decided for this path (replace if unchecked).
     Without overwrite an existing destination, even one that appeared while the run was working,
     is never replaced: ``InputFileError`` (exit 1), ``tmp`` left for the caller to remove.
+    A companion (:func:`hold_until`) waits, as ``tmp``, for its main destination's publish.
     """
     shown = os.fspath(destination)
     key = _key(destination)
+    if _is_held(key):
+        _held[key] = os.fspath(tmp)
+        return
+    companions = _companions.pop(key, [])
+    # With companions, a signal waits until they are in place too: output and weight map, or neither.
+    with deferred() if companions else contextlib.nullcontext():
+        _publish_now(tmp, destination, shown, key, overwrite)
+        for companion in companions:  # the output is in place: now its weight map may follow
+            held = _held.pop(companion, None)
+            if held is not None:
+                try:
+                    _publish_now(held, companion, companion, companion, None)
+                except BaseException:
+                    with contextlib.suppress(OSError):
+                        os.unlink(held)
+                    raise
+
+
+def _publish_now(tmp: str | os.PathLike[str], destination: str | os.PathLike[str], shown: str, key: str,
+                 overwrite: bool | None) -> None:
     replace = _overwrite_policy.get(key, True) if overwrite is None else overwrite
     try:
         fd = os.open(tmp, os.O_RDONLY)
@@ -285,5 +339,5 @@ def _fsync_dir(folder: str) -> None:
         os.close(fd)
 
 
-__all__ = ["NAME_MAX", "check_destination", "check_writable", "forget", "make_temp", "publish",
-           "remove_temporaries", "temp_prefix", "was_published"]
+__all__ = ["NAME_MAX", "check_destination", "check_writable", "discard_held", "forget", "hold_until", "make_temp",
+           "publish", "remove_temporaries", "temp_prefix", "was_published"]

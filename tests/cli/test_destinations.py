@@ -101,6 +101,72 @@ def test_weight_map_cannot_be_the_output(npz, tmp_path, capsys):
     assert not out.exists()
 
 
+# -- a weight map is published with its output, never before or without it ---------------------------
+# The weight map is finished first (while band 1 is coded). Published then, a run that failed later
+# left a new weight map beside the old output; now it follows the output's own publish, or never appears.
+
+OLD = b"the previous file\n"
+
+
+def _other_run_writes(path: Path, monkeypatch) -> None:
+    """Another run creates ``path`` just before this one publishes its container there."""
+    finish = container.ContainerWriter.finish
+
+    def finish_after_the_other_run(self, header):
+        path.write_bytes(b"the other run's container")
+        return finish(self, header)
+
+    monkeypatch.setattr(container.ContainerWriter, "finish", finish_after_the_other_run)
+
+
+def test_no_weight_map_appears_when_the_output_cannot_be_published(small_scene, tmp_path, monkeypatch, capsys):
+    out, weights = tmp_path / "o.npz", tmp_path / "w.tif"
+    _other_run_writes(out, monkeypatch)
+    assert cli.main(["compress", str(small_scene), "-o", str(out), "--weight-map", str(weights), *FAST]) == 1
+    assert "appeared while this run was writing it" in _one_error_line(capsys)
+    assert out.read_bytes() == b"the other run's container"
+    assert not weights.exists()
+    assert leftovers(tmp_path, {"small.tif", "o.npz"}) == []
+
+
+def test_a_failed_run_keeps_the_old_output_and_the_old_weight_map(small_scene, tmp_path, monkeypatch, capsys):
+    out, weights = tmp_path / "o.npz", tmp_path / "w.tif"
+    out.write_bytes(OLD)
+    weights.write_bytes(OLD)
+
+    def disk_full(self, header):
+        raise container.InputFileError(f"cannot write {out}: No space left on device")
+
+    monkeypatch.setattr(container.ContainerWriter, "finish", disk_full)
+    assert cli.main(["compress", str(small_scene), "-o", str(out), "--weight-map", str(weights), "--overwrite",
+                     *FAST]) == 1
+    _one_error_line(capsys)
+    assert out.read_bytes() == OLD and weights.read_bytes() == OLD
+    assert leftovers(tmp_path, {"small.tif", "o.npz", "w.tif"}) == []
+
+
+def test_decompress_publishes_the_weight_map_only_with_its_output(npz, tmp_path, monkeypatch, capsys):
+    out, weights = tmp_path / "back.tif", tmp_path / "w.tif"
+    out.write_bytes(OLD)
+    weights.write_bytes(OLD)
+    verify = raster_io.GeoTiffSink._verify
+
+    def output_did_not_reach_the_disk(self):
+        if self.destination == out:
+            raise OSError("the file did not reach the disk completely (disk full?)")
+        verify(self)
+
+    monkeypatch.setattr(raster_io.GeoTiffSink, "_verify", output_did_not_reach_the_disk)
+    args = ["decompress", str(npz), "-o", str(out), "--weight-map", str(weights), "--overwrite", "-q"]
+    assert cli.main(args) == 1
+    _one_error_line(capsys)
+    assert out.read_bytes() == OLD and weights.read_bytes() == OLD
+    assert leftovers(tmp_path, {"small.tif", npz.name, "back.tif", "w.tif"}) == []
+    monkeypatch.setattr(raster_io.GeoTiffSink, "_verify", verify)
+    assert cli.main(args) == 0  # and when the output succeeds, both are replaced
+    assert out.read_bytes() != OLD and weights.read_bytes() != OLD
+
+
 # -- non-regular destinations ---------------------------------------------------------------------------
 
 

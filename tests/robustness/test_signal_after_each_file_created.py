@@ -81,7 +81,7 @@ def _run(monkeypatch, argv: list[str], folders: list[Path], at: int | None, stdi
     return run, hook.created
 
 
-@pytest.mark.parametrize("command", ["compress", "compress-stdin", "decompress"])
+@pytest.mark.parametrize("command", ["compress", "compress-stdin", "compress-weight-map", "decompress"])
 def test_a_sigterm_right_after_any_file_is_created_leaves_no_temporary_file(command, scene, tmp_path, monkeypatch):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
@@ -99,23 +99,28 @@ def test_a_sigterm_right_after_any_file_is_created_leaves_no_temporary_file(comm
     argv = [command.split("-")[0], source, "--overwrite", "-q", "-o", dest]
     if command != "decompress":
         argv.append("--no-estimate")
+    outputs = [dest]  # what the run replaces: the output, and its weight map when asked for
+    if command == "compress-weight-map":
+        outputs.append(out_dir / "weights.tif")
+        argv += ["--weight-map", outputs[-1]]
 
     reference, created = _run(monkeypatch, argv, [out_dir, private], None, stdin)
     assert reference.code == 0, reference.stderr
-    new_bytes = dest.read_bytes()
+    new_bytes = [p.read_bytes() for p in outputs]
     assert created, "the run created no file: the hook sees nothing"
     for k in range(1, len(created) + 1):
-        dest.write_bytes(PREVIOUS)
+        for path in outputs:
+            path.write_bytes(PREVIOUS)
         run, _ = _run(monkeypatch, argv, [out_dir, private], k, stdin)
         moment = f"after creating {Path(created[k - 1]).name} (file {k} of {len(created)})"
         assert "Traceback" not in run.stderr, (moment, run.stderr)
         assert run.code in (0, 130), (moment, run.code, run.stderr)
-        if run.code == 130:
-            assert dest.read_bytes() == PREVIOUS, moment
+        if run.code == 130:  # all previous files, the weight map included
+            assert [p.read_bytes() for p in outputs] == [PREVIOUS] * len(outputs), moment
             assert "sarcodec: error: interrupted" in run.stderr, (moment, run.stderr)
-        else:
-            assert dest.read_bytes() == new_bytes, moment
-        assert sorted(p.name for p in out_dir.iterdir()) == [dest.name], moment
+        else:  # all new ones
+            assert [p.read_bytes() for p in outputs] == new_bytes, moment
+        assert sorted(p.name for p in out_dir.iterdir()) == sorted(p.name for p in outputs), moment
         assert list(private.iterdir()) == [], moment
 
 
