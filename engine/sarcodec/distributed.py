@@ -21,7 +21,7 @@ Why this shape (the large-file workflow of the design note, adapted to a codec):
   torchrun's SIGTERM first, which unwinds like Ctrl-C). Whoever fails removes the shard folder;
   rank 0 also removes stale shard folders of earlier crashed runs before starting.
 - Progress: rank 0 drives the front end's ``Progress`` (bar, QGIS feedback); other ranks use
-  ``RankLogProgress``, which logs a line per 25 % and every warning with a ``[rank K]`` prefix.
+  ``RankLogProgress``, which logs a line per 25 % and every warning as ``sarcodec: [rank K] ...``.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
+from .cli_streams import one_line
 from .errors import EXIT_FILE, InputFileError, SarcodecError
 from .progress import BaseProgress, NullProgress, Progress
 
@@ -93,6 +94,11 @@ def timeout_seconds(value: float | None = None) -> float:
 # ------------------------------------------------------------------------------------------- progress
 
 
+def rank_line(rank: int | str, text: str) -> str:
+    """One stderr line of a non-zero rank: ``sarcodec: [rank K] text``, like every other line the tool prints."""
+    return f"sarcodec: [rank {rank}] {one_line(text)}"
+
+
 class RankLogProgress(BaseProgress):
     """Progress of a non-zero rank: a log line per quarter of the work, warnings as they come.
 
@@ -109,7 +115,7 @@ class RankLogProgress(BaseProgress):
     def _say(self, text: str) -> None:
         stream = self.stream or sys.stderr
         with contextlib.suppress(OSError, ValueError):
-            stream.write(f"[rank {self.rank}] {text}\n")
+            stream.write(rank_line(self.rank, text) + "\n")
             stream.flush()
 
     def start(self, total: int, label: str) -> None:
@@ -297,8 +303,8 @@ def _sigterm_unwinds() -> Iterator[None]:
         if str(exc) == "SIGTERM":  # the CLI's handler and ours name the signal
             rank = os.environ.get("RANK", "?")
             with contextlib.suppress(OSError, ValueError):
-                sys.stderr.write(f"[rank {rank}] stopped by SIGTERM: torchrun stops every rank when one fails "
-                                 "(its 'Root Cause' names it); no output was written\n")
+                sys.stderr.write(rank_line(rank, "stopped by SIGTERM: torchrun stops every rank when one fails "
+                                                 "(its 'Root Cause' names it); no output was written") + "\n")
         raise
     finally:
         if installed:

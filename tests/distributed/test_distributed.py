@@ -75,10 +75,11 @@ def test_rank_log_progress_logs_quarters_and_warnings():
     p.start(8, "compress band 1/1: 8 tiles on CPU")
     for _ in range(8):
         p.advance(1)
-    p.warn("tile 3: non-finite values")
+    p.warn("tile 3: non-finite values\nin /data/two\nlines.tif")
     lines = buf.getvalue().splitlines()
-    assert all(line.startswith("[rank 2] ") for line in lines)
-    assert sum("%" in line for line in lines) == 4 and "warning: tile 3" in lines[-1]
+    assert all(line.startswith("sarcodec: [rank 2] ") for line in lines), lines  # like every stderr line
+    assert sum("%" in line for line in lines) == 4 and "warning: tile 3" in lines[-1], lines
+    assert lines[-1].endswith("values\\nin /data/two\\nlines.tif"), lines  # one line, the name escaped
 
 
 def test_stale_shard_folders_of_the_same_output_are_removed(tmp_path):
@@ -116,8 +117,10 @@ def test_decompressed_raster_is_the_same_whatever_the_rank_count(ranked_runs, re
 
 def test_non_zero_ranks_log_progress_rank_zero_does_not(ranked_runs):
     err = ranked_runs[3]["proc"].stderr
-    assert "[rank 1] compress band 1/2" in err and "[rank 2] decompress band 2/2" in err
+    assert "sarcodec: [rank 1] compress band 1/2" in err and "sarcodec: [rank 2] decompress band 2/2" in err
     assert "[rank 0]" not in err
+    ours = [line for line in err.splitlines() if "[rank " in line]
+    assert ours and all(line.startswith("sarcodec: [rank ") for line in ours), ours
 
 
 @pytest.mark.parametrize("dead_rank", [1, 0])
