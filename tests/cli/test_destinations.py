@@ -199,6 +199,37 @@ def test_a_socket_destination_is_refused_not_replaced(npz, tmp_path, capsys):
         sock.close()
 
 
+def _null_device(path: Path, kind: str) -> Path:
+    """A character device like /dev/null at ``path`` (a real node, or a symlink to /dev/null).
+
+    Never /dev/null itself: if the check ever regressed, the test would replace the machine's own.
+    """
+    if kind == "link":
+        path.symlink_to("/dev/null")
+        return path
+    try:
+        os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    except PermissionError:
+        pytest.skip("creating a device node needs CAP_MKNOD (root); the link case covers the check")
+    return path
+
+
+@pytest.mark.parametrize("kind", ["node", "link"])
+@pytest.mark.parametrize("command", ["compress", "decompress"])
+def test_a_device_destination_is_refused_not_replaced(small_scene, npz, tmp_path, command, kind, capsys):
+    # -o /dev/null --overwrite used to replace the device with a regular file (as root: the real /dev/null)
+    device = _null_device(tmp_path / ("null.npz" if command == "compress" else "null.tif"), kind)
+    source = small_scene if command == "compress" else npz
+    args = [command, str(source), "-o", str(device), "--overwrite", "-q"]
+    if command == "decompress":
+        args[3] = str(tmp_path / "out.tif")
+        args += ["--weight-map", str(device)]
+    assert cli.main(args) == 1
+    assert "is a device, not a regular file" in _one_error_line(capsys)
+    assert stat.S_ISCHR(os.stat(device).st_mode) and os.path.islink(device) == (kind == "link")
+    assert leftovers(tmp_path, {"small.tif", npz.name, device.name}) == []
+
+
 def test_publish_refuses_a_destination_that_became_a_fifo(tmp_path):
     tmp = tmp_path / ".x.part"
     tmp.write_bytes(b"new")
