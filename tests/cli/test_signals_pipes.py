@@ -6,7 +6,6 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -78,7 +77,8 @@ def _interrupt_when_running(proc: subprocess.Popen, sig: int) -> tuple[int, list
     """Wait until the tiled run has started (its first message), then send ``sig``.
 
     Returns (exit code, stderr lines). The first message is the CPU warning or a progress line,
-    both printed from inside the engine's run, so the signal lands mid-run.
+    both printed from inside the engine's run, so the signal lands mid-run: the run has a thousand
+    tiles of batch size 1 still to go. No sleep: waiting longer only lets a fast machine finish first.
     """
     seen = []
     while True:
@@ -88,7 +88,6 @@ def _interrupt_when_running(proc: subprocess.Popen, sig: int) -> tuple[int, list
         seen.append(line.rstrip())
         if "%" in line or "warning" in line:
             break
-    time.sleep(0.5)
     assert proc.poll() is None, f"finished before it could be interrupted: {seen}"
     proc.send_signal(sig)
     _out, rest = proc.communicate(timeout=60)
