@@ -14,8 +14,9 @@ Why these three measurements, and how each is made:
    32 x 32-latent chunks) is coded by the shipped ``LatentCoder``; the same symbols (``z`` and
    ``q = round(y - mu)``, rebuilt through the coder's own float64 parameter path and checked against the
    coder's ``y_hat``) are scored by ``-log2 p`` under the same tables (the z prior's ``pmf_table`` and
-   the 64-entry Gaussian table). v2: ``dct_entropy.ideal_bits`` against ``len(encode_chunk(...))`` for
-   16 x 16 blocks at a few steps (band side info reported apart). Overhead = real - ideal, split into the
+   the 64-entry Gaussian table). v2: the shipped coder (``dct_v2.encode_chunk`` with the default model, block
+   size chosen per band): ``-log2 p`` of its decoded symbols under its own tables against the real chunk
+   bytes at qualities 3, 5, 7, 9 (band side info reported apart). Overhead = real - ideal, split into the
    fixed chunk header and the rest (ANS flush, fixed-point probabilities, escapes).
 2. **How many v1 latent channels carry rate.** A critically sampled 256-channel latent only earns its
    decoder cost if the channels are used. Per-channel share of the ideal ``y`` bits (the same scoring as
@@ -118,11 +119,10 @@ LOG_SCALE = 4000.0
 V1_CHUNK = 32  # latents per chunk side, as bench/rd.py
 V1_CHUNK_FIELD = 4  # bytes rd.py counts per chunk (length field) on top of the chunk bytes
 V1_IMAGE_HEADER = 5  # bytes rd.py counts per image (float32 offset + quality)
-V2_STEPS = [2300.0, 1100.0, 520.0, 250.0]
-V2_BLOCK = 16
+V2_STEPS = [6.0, 3.0, 1.5, 0.75]  # dB: qualities 3, 5, 7, 9 of the default model
 V2_DEAD_ZONE = 0.10
 V2_CHUNK = 512
-V2_CHUNK_HEADER = 7
+V2_CHUNK_HEADER = 2
 WAVELET_STEPS = [float(s) for s in np.geomspace(8000.0, 200.0, 8)]
 WAVELET_DEAD_ZONE = 0.15
 MAX_LEVELS = 5
@@ -305,33 +305,52 @@ def run_v1(images: list[heldout.Image], checkpoint: Path, log=print) -> dict:
 
 # ====================================================================== 1: v2 block-DCT core
 def run_v2_overhead(images: list[heldout.Image], steps: list[float], log=print) -> dict:
+    """The shipped v2 coder (``dct_v2.encode_chunk``, default model, block size chosen per band): the
+    ideal code length of its symbols under its own model against the real chunk bytes."""
+    from sarcodec.codec import dct_v2
+    from sarcodec.codec.dct_entropy import _SCALES, _dc_residual, nll_bits, scale_index
+    from sarcodec.codec.dct_fit import Sample, choose_block
+    from sarcodec.codec.dct_fit import fit_band_params as fit_v2
+    from sarcodec.codec.dct_model import load_model as load_v2
+
+    model = load_v2(REPO / "resources/models/sarcodec_v2.npz")
     rows = []
     for step in steps:
         t = time.perf_counter()
         ideal = chunk_bits = side_bits = 0.0
         chunks = pixels = 0
         for img in images:
-            x = np.log2(np.maximum(img.dn, 1).astype(np.float64)) * LOG_SCALE
-            params = dct_entropy.fit_band_params(x, img.valid, step, block=V2_BLOCK, dead_zone=V2_DEAD_ZONE)
+            x = heldout.to_db(img.dn)
+            sample = Sample([np.where(img.valid, x, 0.0)[:V2_CHUNK, :V2_CHUNK]], [img.valid[:V2_CHUNK, :V2_CHUNK]])
+            block = choose_block(sample, step, model.prior)
+            params = fit_v2(sample, step, model.prior, block, band_blocks=x.size // block**2)
+            coding = dct_v2.BandCoding(params, step)
             side_bits += 8.0 * len(params.to_bytes())
             pixels += int(x.size)
             for r in range(0, x.shape[0], V2_CHUNK):
                 for c in range(0, x.shape[1], V2_CHUNK):
                     xs, vs = x[r:r + V2_CHUNK, c:c + V2_CHUNK], img.valid[r:r + V2_CHUNK, c:c + V2_CHUNK]
-                    chunk_bits += 8.0 * len(dct_entropy.encode_chunk(xs, vs, step, params))
-                    ideal += dct_entropy.ideal_bits(xs, vs, step, params)
+                    data, _ = dct_v2.encode_chunk(xs, vs, coding, model)
+                    chunk_bits += 8.0 * len(data)
+                    res = dct_entropy.decode_symbols(data, *xs.shape, step, params, model.prior)
+                    if res is not None:
+                        q, sidx = res
+                        d = _dc_residual(q[0])
+                        dcs = _SCALES[scale_index(np.array([max(np.mean(np.abs(d)), 1e-9)]))[0]]
+                        ideal += float(nll_bits(d, np.full(d.shape, dcs), 0.0).sum())
+                        ideal += float(nll_bits(q[1:], _SCALES[sidx[1:]], params.dead_zone).sum())
                     chunks += 1
         header = 8.0 * V2_CHUNK_HEADER * chunks
-        row = {"step": step, "chunks": chunks, "pixels": pixels, "ideal_bpp": ideal / pixels,
+        row = {"step_db": step, "chunks": chunks, "pixels": pixels, "ideal_bpp": ideal / pixels,
                "chunk_bpp": chunk_bits / pixels, "overhead_pct": 100.0 * (chunk_bits - ideal) / ideal,
                "overhead_bpp": (chunk_bits - ideal) / pixels, "header_bpp": header / pixels,
                "ans_overhead_bpp": (chunk_bits - header - ideal) / pixels,
                "ans_overhead_pct": 100.0 * (chunk_bits - header - ideal) / ideal,
                "band_side_bpp": side_bits / pixels, "seconds": time.perf_counter() - t}
         rows.append(row)
-        log(f"  v2 b{V2_BLOCK} step {step:g}: ideal {row['ideal_bpp']:.4f} bpp, chunks {row['chunk_bpp']:.4f} bpp "
-            f"({row['overhead_pct']:+.2f} %) ({row['seconds']:.1f} s)", flush=True)
-    return {"block": V2_BLOCK, "dead_zone": V2_DEAD_ZONE, "chunk": V2_CHUNK, "rows": rows}
+        log(f"  v2 step {step:g} dB: ideal {row['ideal_bpp']:.4f} bpp, chunks {row['chunk_bpp']:.4f} bpp "
+            f"({row['overhead_pct']:+.2f} %), side {row['band_side_bpp']:.4f} bpp ({row['seconds']:.1f} s)", flush=True)
+    return {"block": "chosen per band", "dead_zone": V2_DEAD_ZONE, "chunk": V2_CHUNK, "rows": rows}
 
 
 # ====================================================================== 3: CDF 9/7 wavelet floor
@@ -725,13 +744,14 @@ def markdown(res: dict) -> list[str]:
         md += ["### v2 core", "", f"skipped: {res['v2_skipped']}", ""]
     v2 = res.get("v2")
     if v2:
-        md += [f"### v2 core (16 x 16 block DCT, dead zone {v2['dead_zone']}), `dct_entropy.ideal_bits` against "
-               f"`len(encode_chunk(...))` on `val`, chunks of {v2['chunk']} px", "",
+        md += [f"### v2 (the shipped coder, block size chosen per band, dead zone {v2['dead_zone']}), ideal code "
+               f"length of its symbols under its own model against `len(dct_v2.encode_chunk(...))` on `val`, chunks "
+               f"of {v2['chunk']} px", "",
                "Band side info (`BandParams.to_bytes`, per band) is outside both and listed apart.", "",
-               "| step | ideal bpp | chunk bpp | overhead % | overhead bpp | header bpp (7 B/chunk) | ANS etc. % | "
+               "| step dB | ideal bpp | chunk bpp | overhead % | overhead bpp | header bpp (2 B/chunk) | ANS etc. % | "
                "band side bpp |", "|---|---|---|---|---|---|---|---|"]
         for r in v2["rows"]:
-            md.append(f"| {r['step']:g} | {r['ideal_bpp']:.4f} | {r['chunk_bpp']:.4f} | {r['overhead_pct']:+.2f} | "
+            md.append(f"| {r['step_db']:g} | {r['ideal_bpp']:.4f} | {r['chunk_bpp']:.4f} | {r['overhead_pct']:+.2f} | "
                       f"{r['overhead_bpp']:.4f} | {r['header_bpp']:.4f} | {r['ans_overhead_pct']:+.2f} | "
                       f"{r['band_side_bpp']:.4f} |")
         md.append("")
@@ -874,9 +894,8 @@ def main(argv: list[str] | None = None) -> int:
             if dct_entropy is None:
                 raise AttributeError(f"sarcodec.codec.dct_entropy does not import ({DCT_IMPORT_ERROR})")
             res["v2"] = run_v2_overhead(val, V2_STEPS)
-        except (TypeError, AttributeError) as exc:  # the v2 API of commit c0700ac is what this measures
-            res["v2_skipped"] = (f"dct_entropy's API differs from commit c0700ac's, which this measures (run with "
-                                 f"SARCODEC_ENGINE set to an unpacked `git archive c0700ac engine`): {exc}")
+        except (TypeError, AttributeError, ImportError) as exc:  # an engine older than the shipped v2
+            res["v2_skipped"] = f"this engine has no shipped v2 coder (sarcodec.codec.dct_v2): {exc}"
             print(f"  skipped: {res['v2_skipped']}", flush=True)
     if "3" in sections:
         steps = [float(s) for s in args.steps.split(",")] if args.steps else WAVELET_STEPS

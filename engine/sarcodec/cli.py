@@ -166,6 +166,7 @@ def load_model_summary(path: str | Path) -> ModelSummary:
     missing or corrupt model is reported once, not once per input file. A v2 model (``.npz``) loads
     without torch; a v1 checkpoint imports it.
     """
+    _import_engine()  # torch (v1 models, the pipeline) is imported with signals deferred
     from sarcodec.codec import model_store
 
     model, path, _ = model_store.load(path)

@@ -49,8 +49,7 @@ def test_parameters_are_documented_and_advanced_where_expected(alg_id):
 
 
 def test_defaults_match_the_engine_and_cli():
-    from sarcodec.codec import pipeline
-    from sarcodec.codec.model import DEFAULT_QUALITY
+    from sarcodec.codec import model_store, pipeline
     from sarcodec_plugin import bridge
 
     assert bridge.TIFF_COMPRESSIONS == pipeline.TIFF_COMPRESSIONS
@@ -59,7 +58,7 @@ def test_defaults_match_the_engine_and_cli():
     copt, dopt = pipeline.CompressOptions(), pipeline.DecompressOptions()
     quality = compress.parameterDefinition("QUALITY")
     model, _, _ = pipeline.load_model(None)
-    assert quality.defaultValue() == DEFAULT_QUALITY and quality.maximum() == model.n_qualities
+    assert quality.defaultValue() == model_store.default_quality(model) and quality.maximum() == model.n_qualities
     assert compress.parameterDefinition("TILE_SIZE").defaultValue() == copt.tile_size
     assert compress.parameterDefinition("OVERLAP").defaultValue() == copt.overlap
     assert compress.parameterDefinition("DEVICE").defaultValue() == copt.device

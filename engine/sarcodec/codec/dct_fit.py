@@ -115,7 +115,7 @@ def fit_band_params(sample: Sample, step: float, prior: DctPrior, block: int, *,
 
     ``band_blocks`` (blocks in the whole band) decides whether per-frequency corrections pay off: the
     bits they save on the sample are scaled up to the band and compared with their own size.
-    ``quick`` fits fewer iterations (the block-size trial).
+    ``quick`` (the block-size trial) fits the spectrum shift only, on fewer coefficients.
     """
     from scipy.optimize import minimize
 
@@ -138,19 +138,21 @@ def fit_band_params(sample: Sample, step: float, prior: DctPrior, block: int, *,
         qa = np.concatenate([q.reshape(q.shape[0], -1) for _, q in coded], axis=1)
         f_s, q_s = _subset([feats[:, 1:], qa[1:]], n_blocks, keep, seed)
 
-        def loss(p: np.ndarray, f_s: np.ndarray = f_s, q_s: np.ndarray = q_s) -> float:
+        def loss(p: np.ndarray, f_s: np.ndarray = f_s, q_s: np.ndarray = q_s, w: np.ndarray = w) -> float:
             b = _continuous_base(table, p[:4], block)[1:] / step
-            ww = np.exp(np.clip(p[4:], -9.0, 3.0))
+            ww = np.exp(np.clip(p[4:], -9.0, 3.0)) if p.size > 4 else w
             g = ww[0] + np.einsum("f,fkn->kn", ww[1:], f_s)
             return float(nll_bits(q_s, b[:, None] * g, dead_zone).sum())
 
-        start = np.r_[theta, np.log(np.maximum(w, 1e-3))]
-        simplex = np.vstack([start, start + np.diag(_SIMPLEX_STEPS)])
+        # quick (the block-size trial): the spectrum shift only, with the prior's weights
+        start = theta if quick else np.r_[theta, np.log(np.maximum(w, 1e-3))]
+        simplex = np.vstack([start, start + np.diag(_SIMPLEX_STEPS[: start.size])])
         res = minimize(loss, start, method="Nelder-Mead",
-                       options={"maxiter": 120 if quick else 400, "xatol": 0.05, "fatol": 0.5,
+                       options={"maxiter": 60 if quick else 300, "xatol": 0.05, "fatol": 0.5,
                                 "initial_simplex": simplex})
         theta = res.x[:4]
-        w = np.exp(np.clip(res.x[4:], -9.0, 3.0))
+        if not quick:
+            w = np.exp(np.clip(res.x[4:], -9.0, 3.0))
         # Only the product base * gain matters: keep the mean gain at 1 (the weights' uint8 range
         # then has its resolution where it is needed) and move the scale into the level.
         g_mean = float(np.mean(w[0] + np.einsum("f,fkn->kn", w[1:], f_s)))

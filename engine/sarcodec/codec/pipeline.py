@@ -469,6 +469,9 @@ class CompressPlan:
     warnings: list[str]
     codec: str = CODEC_NAME
     band_coding: list[dct_v2.BandCoding] | None = None  # v2: each band's fitted side info and step
+    # --no-estimate: no RMSE/PSNR in the result. v1 then decodes no sample chunk (and has no intensity
+    # gain); v2 knows every chunk's reconstruction for free and keeps its gain, only the report goes.
+    report_estimate: bool = True
 
     @property
     def latent_shape(self) -> tuple[int, int]:
@@ -509,9 +512,9 @@ def plan_compression(source: str | Path, options: CompressOptions) -> CompressPl
             # fitted once here, from a deterministic sample: every torchrun rank codes with the same side info
             coding = [dct_v2.plan_band(ds, i + 1, domain, nodatas[i], model, quality) for i in range(ds.count)]
             return CompressPlan(str(source), info, model, model_path, sha, quality, None, policy, meta, domain,
-                                nodatas, warnings, codec, coding)
+                                nodatas, warnings, codec, coding, options.estimate_quality)
     return CompressPlan(str(source), info, model, model_path, sha, quality, _latent_coder(model), policy, meta,
-                        domain, nodatas, warnings)
+                        domain, nodatas, warnings, report_estimate=options.estimate_quality)
 
 
 @dataclass
@@ -647,7 +650,7 @@ def compress_result(plan: CompressPlan, destination: str | Path, bands: list[Ban
                     seconds: float) -> CompressResult:
     """Sizes, ratio, bits per pixel and the quality estimate from the sampled chunks."""
     summaries = [summarize_samples(b.samples) for b in bands]
-    measured = [s for s in summaries if s.count and s.rmse_db is not None]
+    measured = [s for s in summaries if s.count and s.rmse_db is not None and plan.report_estimate]
     rmse = psnr = None
     if measured:
         n = sum(s.count for s in measured)
