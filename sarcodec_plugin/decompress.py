@@ -12,6 +12,7 @@ from qgis.core import (
     QgsProcessingParameterBoolean,
     QgsProcessingParameterCrs,
     QgsProcessingParameterEnum,
+    QgsProcessingParameterExtent,
     QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
@@ -41,8 +42,10 @@ SAR-friendly grey stretch (2nd to 98th percentile). Output data type original re
 TIFF compression is lossless (LZW by default); Cloud Optimized GeoTIFF writes a COG with overviews. The CRS
 is assigned only when the container has none. An overlap of -1 uses the one recorded at compression.
 Device, batch size and model file work as for compression; an empty model file uses the model named in
-the container. Salvage decodes around damaged chunks, marking them nodata, instead of failing. Defaults
-match the sarcodec decompress command line, which the log shows."""
+the container. Salvage decodes around damaged chunks, marking them nodata, instead of failing. Area to
+decompress (empty = the whole scene) takes the canvas or a layer extent in any CRS and decodes only the
+chunks it covers: the output is that part of the scene, with its own transform. Defaults match the
+sarcodec decompress command line, which the log shows."""
 
 
 class DecompressAlgorithm(SarcodecAlgorithm):
@@ -70,6 +73,8 @@ class DecompressAlgorithm(SarcodecAlgorithm):
         self.addParameter(QgsProcessingParameterBoolean("COG", self.tr("Cloud Optimized GeoTIFF"), defaultValue=False))
         self.addParameter(QgsProcessingParameterCrs("CRS", self.tr("CRS to assign when the container has none"),
                                                     optional=True))
+        self.addParameter(QgsProcessingParameterExtent("EXTENT", self.tr("Area to decompress (empty = whole scene)"),
+                                                       optional=True))
         self.addAdvanced(
             QgsProcessingParameterNumber(
                 "OVERLAP", self.tr("Tile overlap (pixels, -1 = as recorded at compression)"),
@@ -147,6 +152,7 @@ class DecompressAlgorithm(SarcodecAlgorithm):
             crs=crs_text(self.parameterAsCrs(parameters, "CRS", context)),
             overlap=None if overlap < 0 else overlap,
             salvage=self.parameterAsBoolean(parameters, "SALVAGE", context),
+            **self._area(parameters, context),
         )
 
         progress = make_progress(engine, feedback, device=device)
@@ -175,6 +181,17 @@ class DecompressAlgorithm(SarcodecAlgorithm):
             details.name = self.layer_name(source, details.name)
             details.setPostProcessor(SarStylePostProcessor.create())
         return {"OUTPUT": destination}
+
+    def _area(self, parameters: dict, context: QgsProcessingContext) -> dict:
+        """``bbox`` and ``bbox_crs`` from the EXTENT parameter (nothing when it is empty)."""
+        if parameters.get("EXTENT") in (None, ""):
+            return {}
+        rect = self.parameterAsExtent(parameters, "EXTENT", context)
+        if rect.isNull() or rect.isEmpty():
+            return {}
+        crs = self.parameterAsExtentCrs(parameters, "EXTENT", context)
+        return {"bbox": (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()),
+                "bbox_crs": crs_text(crs) if crs.isValid() else None}
 
     def layer_name(self, source: str, given: str) -> str:
         """The loaded layer's name: "<container> (decompressed)" for a container the user chose.
@@ -205,4 +222,8 @@ class DecompressAlgorithm(SarcodecAlgorithm):
             args += ["--model", str(options.model_path)]
         if options.salvage:
             args.append("--salvage")
+        if options.bbox:
+            args += ["--bbox", *(repr(float(v)) for v in options.bbox)]
+            if options.bbox_crs:
+                args += ["--bbox-crs", options.bbox_crs]
         return args

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import re
 import shutil
@@ -284,6 +285,19 @@ def _batch_size(text: str) -> int | str:
     return _int_at_least(1, "batch size")(text)
 
 
+def _finite_float(what: str) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} values must be numbers, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{what} values must be finite, got {text!r}")
+        return value
+
+    return parse
+
+
 def _crs(text: str) -> str:
     """Validated at parse time: a bad ``--crs`` is a usage error before any file is touched."""
     value = text.strip()
@@ -350,6 +364,8 @@ examples:
   sarcodec decompress scene.npz --output-dtype float32 -o scene_f32.tif
   sarcodec decompress damaged.npz --salvage        # damaged chunks become nodata
   sarcodec decompress *.npz -o restored/ --overwrite
+  sarcodec decompress scene.npz --window 4096 2048 1024 1024 -o area.tif   # COL ROW WIDTH HEIGHT
+  sarcodec decompress scene.npz --bbox 12.1 41.8 12.3 41.95 --bbox-crs EPSG:4326 -o rome.tif
 """
 
 INFO_EXAMPLES = """\
@@ -436,6 +452,14 @@ def build_parser() -> CliParser:
     out.add_argument("--cog", action="store_true", help="write a Cloud Optimized GeoTIFF with overviews")
     out.add_argument("--salvage", action="store_true",
                      help="decode around damaged chunks, marking them nodata, instead of failing")
+    area = d.add_argument_group("part of the scene (only the chunks it covers are decoded)")
+    area.add_argument("--window", nargs=4, type=_int_at_least(0, "window values"),
+                      metavar=("COL", "ROW", "WIDTH", "HEIGHT"),
+                      help="decode this pixel window; the output's transform (or GCPs) moves with it")
+    area.add_argument("--bbox", nargs=4, type=_finite_float("bounding box"),
+                      metavar=("MINX", "MINY", "MAXX", "MAXY"),
+                      help="decode the whole pixels this box covers (in the file's CRS unless --bbox-crs)")
+    area.add_argument("--bbox-crs", type=_crs, metavar="EPSG:XXXX|WKT", help="CRS of --bbox (default: the file's)")
     _add_engine_options(d, overlap_default="as recorded at compression")
     _add_common_tail(d)
     d.set_defaults(handler=run_decompress, overlap_default=None)
@@ -1021,6 +1045,9 @@ def _decompress_one(ctx: RunContext, job: Job, scratch: Scratch) -> None:
         overlap=args.overlap,
         weight_map=weight_map if rank is None else _weight_map_for(args, job),
         salvage=args.salvage,
+        window=tuple(args.window) if args.window else None,
+        bbox=tuple(args.bbox) if args.bbox else None,
+        bbox_crs=args.bbox_crs,
     )
     with make_progress(prefix=job.source_name, quiet=args.quiet or bool(rank), cancel=ctx.cancel) as progress:
         if rank is None:

@@ -642,6 +642,10 @@ def distributed_decompress(source: str | os.PathLike[str], destination: str | os
     t0 = time.monotonic()
     options = options or DecompressOptions()
     progress = progress or NullProgress()
+    if options.window is not None or options.bbox is not None:
+        from .errors import UsageError
+
+        raise UsageError("a window or bounding box decodes a small part of one file: run it without torchrun")
     with _rank_job(source, destination, options, progress, timeout_s) as (ctx, shards, opts, mine_progress):
         with contextlib.ExitStack() as stack:
 

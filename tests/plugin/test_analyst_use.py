@@ -11,6 +11,7 @@ import warnings
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import processing
 import pytest
 import rasterio
@@ -270,3 +271,23 @@ def test_logged_command_line_repeats_the_run(small_tif, tmp_path):
     assert a["quality"] == b["quality"] == 2 and a["grid"] == b["grid"]
     assert a["file"]["payload_bytes"] == b["file"]["payload_bytes"]  # the codec is deterministic
     assert results["BPP"] == pytest.approx(8 * cli.stat().st_size / (96 * 96), rel=0.05)
+
+
+# ---------------------------------------------------------------- issue 11: an area out of a scene
+
+
+def test_extent_decompresses_only_that_area_with_its_transform(small_npz, tmp_path):
+    """The write_geotiff transform puts pixel (0, 0) at (500000, 4500000) with 10 m pixels (EPSG:32630)."""
+    full, part = tmp_path / "full.tif", tmp_path / "part.tif"
+    run("decompress", {"INPUT": small_npz, "OUTPUT": full})
+    feedback = RecordingFeedback()
+    run("decompress", {"INPUT": small_npz, "OUTPUT": part,
+                       "EXTENT": "500200,500500,4499400,4499700 [EPSG:32630]"}, feedback)
+    with rasterio.open(full) as f, rasterio.open(part) as p:
+        assert (p.width, p.height) == (30, 30)
+        assert p.transform == f.transform * f.transform.translation(20, 30)
+        np.testing.assert_array_equal(p.read(1), f.read(1)[30:60, 20:50])
+    assert any("--bbox 500200.0 4499400.0 500500.0 4499700.0 --bbox-crs EPSG:32630" in c for c in feedback.commands)
+    message = refused("decompress", {"INPUT": small_npz, "OUTPUT": tmp_path / "none.tif",
+                                     "EXTENT": "0,10,0,10 [EPSG:32630]"}, tmp_path)
+    assert "does not intersect" in message

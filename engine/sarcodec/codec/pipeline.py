@@ -199,6 +199,9 @@ class DecompressOptions:
     overlap: int | None = None  # decoder overlap in input pixels; None: as recorded at compression
     weight_map: str | Path | None = None
     salvage: bool = False  # decode around damaged chunks, marking them nodata
+    window: tuple[int, int, int, int] | None = None  # (col_off, row_off, width, height) in pixels: decode that part
+    bbox: tuple[float, float, float, float] | None = None  # (minx, miny, maxx, maxy): decode the pixels it covers
+    bbox_crs: str | None = None  # CRS of ``bbox`` (EPSG:XXXX or WKT); None: the file's
 
 
 @dataclass
@@ -884,7 +887,7 @@ class BandWriter:
 
     def __init__(self, out: GeoTiffSink, reader: ContainerReader, index: int, header: dict, source: LatentSource,
                  out_dtype: np.dtype, nodata: float | None | list[float | None], *,
-                 damage_value: float | None = None) -> None:
+                 damage_value: float | None = None, window: tuple[int, int, int, int] | None = None) -> None:
         self.out, self.reader, self.index = out, reader, index
         if isinstance(nodata, (list, tuple)):  # per band (DecodePlan.nodata); a scalar applies to every band
             nodata = nodata[index]
@@ -901,6 +904,10 @@ class BandWriter:
         self.source = source
         self.out_dtype = out_dtype
         self.nodata = nodata
+        # (row0, col0, height, width) of the raster written; output row 0 is the window's first row
+        self.window = window if window is not None else (0, 0, self.height, self.width)
+        wc0, ww = self.window[1], self.window[3]
+        self._cols = range(wc0 // self.px_chunk, (wc0 + ww - 1) // self.px_chunk + 1)  # chunk columns needed
         self._side: dict[int, tuple[np.ndarray | None, list]] = {}
 
     def _chunk_row_side(self, cr: int) -> tuple[np.ndarray | None, list]:
@@ -912,7 +919,7 @@ class BandWriter:
         h = min(self.px_chunk, self.height - r0)
         mask = None
         fallbacks = []
-        for cc in range(-(-self.width // self.px_chunk)):
+        for cc in self._cols:
             c0 = cc * self.px_chunk
             w = min(self.px_chunk, self.width - c0)
             for kind in ("mask", "fallback"):
@@ -938,35 +945,45 @@ class BandWriter:
         self._side[cr] = (mask, fallbacks)
         return self._side[cr]
 
-    def write_rows(self, row0: int, block: np.ndarray, valid: np.ndarray | None = None) -> None:
-        n = min(block.shape[1], self.height - row0)  # the decoder's last latent row may run past the raster
-        if n <= 0:
+    def write_rows(self, row0: int, block: np.ndarray, valid: np.ndarray | None = None, *, col0: int = 0) -> None:
+        """Decoded rows ``(1, n, w)`` starting at raster row ``row0`` and column ``col0``; the part inside the
+        window is converted, patched and written (rows past the raster or outside the window are dropped)."""
+        wr0, wc0, wh, ww = self.window
+        a, b = max(row0, wr0), min(row0 + block.shape[1], wr0 + wh, self.height)
+        if a >= b:
             return
-        l_db = denormalise(block[0, :n, : self.width], self.offset) + np.float32(self.gain)
+        ca, cb = wc0, wc0 + ww
+        if col0 > ca or col0 + block.shape[2] < cb:
+            raise ValueError(f"decoded columns {col0}..{col0 + block.shape[2]} do not cover the window {ca}..{cb}")
+        n = b - a
+        l_db = denormalise(block[0, a - row0 : b - row0, ca - col0 : cb - col0], self.offset) + np.float32(self.gain)
         values = from_log(l_db, self.domain, self.out_dtype, self.damage_value)
-        invalid = np.zeros((n, self.width), bool)
-        for cr in range(row0 // self.px_chunk, (row0 + n - 1) // self.px_chunk + 1):
+        invalid = np.zeros((n, ww), bool)
+        pc = self.px_chunk
+        for cr in range(a // pc, (b - 1) // pc + 1):
             mask, fallbacks = self._chunk_row_side(cr)
-            ya, yb = max(row0, cr * self.px_chunk), min(row0 + n, (cr + 1) * self.px_chunk)
+            ya, yb = max(a, cr * pc), min(b, (cr + 1) * pc)
             if mask is not None:
-                invalid[ya - row0 : yb - row0] |= mask[ya - cr * self.px_chunk : yb - cr * self.px_chunk]
+                invalid[ya - a : yb - a] |= mask[ya - cr * pc : yb - cr * pc, ca:cb]
             for fb in fallbacks:
                 fa, fb_end = max(ya, fb.row0), min(yb, fb.row0 + fb.mask.shape[0])
-                if fa >= fb_end:
+                xa, xb = max(ca, fb.col0), min(cb, fb.col0 + fb.mask.shape[1])
+                if fa >= fb_end or xa >= xb:
                     continue
-                sub_mask = fb.mask[fa - fb.row0 : fb_end - fb.row0]
-                sub_vals = fb.values[fa - fb.row0 : fb_end - fb.row0]
-                target = values[fa - row0 : fb_end - row0, fb.col0 : fb.col0 + sub_mask.shape[1]]
+                sub_mask = fb.mask[fa - fb.row0 : fb_end - fb.row0, xa - fb.col0 : xb - fb.col0]
+                sub_vals = fb.values[fa - fb.row0 : fb_end - fb.row0, xa - fb.col0 : xb - fb.col0]
+                target = values[fa - a : fb_end - a, xa - ca : xb - ca]
                 with np.errstate(all="ignore"):
                     target[sub_mask] = sub_vals[sub_mask].astype(self.out_dtype)
         c = self.source.chunk * self.source.stride
         for cr, cc in self.source.damaged_chunks:
-            ya, yb = max(row0, cr * c), min(row0 + n, (cr + 1) * c)
-            if ya < yb:
-                invalid[ya - row0 : yb - row0, cc * c : (cc + 1) * c] = True
+            ya, yb = max(a, cr * c), min(b, (cr + 1) * c)
+            xa, xb = max(ca, cc * c), min(cb, (cc + 1) * c)
+            if ya < yb and xa < xb:
+                invalid[ya - a : yb - a, xa - ca : xb - ca] = True
         if self.damage_value is not None and invalid.any():
             values[invalid] = np.asarray(self.damage_value).astype(self.out_dtype)
-        self.out.write_rows(row0, values[None], None, indexes=[self.index + 1])
+        self.out.write_rows(a - wr0, values[None], None, indexes=[self.index + 1])
 
     def close(self) -> None:
         """The output file is shared by all bands: the pipeline closes it after the last band."""
@@ -1002,6 +1019,14 @@ class DecodePlan:
     profile: dict
     warnings: list[str]
     damage_value: float | None = None  # marks damaged chunks (--salvage) in a file without nodata
+    window: tuple[int, int, int, int] | None = None  # (row0, col0, height, width) decoded; None: the whole raster
+
+    @property
+    def rows(self) -> tuple[int, int]:
+        """Pixel rows ``[r0, r1)`` of the raster that are decoded."""
+        if self.window is None:
+            return 0, int(self.header["shape"][1])
+        return self.window[0], self.window[0] + self.window[2]
 
     @property
     def codec(self) -> str:
@@ -1049,11 +1074,90 @@ def plan_decompression(reader: ContainerReader, options: DecompressOptions) -> D
     overlap = grid.get("overlap", 64) if options.overlap is None else options.overlap
     _check_geometry(grid.get("tile_size", 256), overlap)
     meta, nodata, damage_value = _output_nodata(reader, header, meta, out_dtype, options.salvage, warnings)
+    window = decode_window(meta, height, width, options)
+    if window is not None:
+        meta = window_metadata(meta, window)
+        height, width = window[2], window[3]
     profile = profile_from_metadata(meta, width=width, height=height, count=bands, dtype=out_dtype,
                                     **_creation_options(options, out_dtype))
     if bands > 1:
         profile["interleave"] = "band"  # each band is written in full before the next
-    return DecodePlan(header, model, quality, out_dtype, meta, nodata, overlap, profile, warnings, damage_value)
+    return DecodePlan(header, model, quality, out_dtype, meta, nodata, overlap, profile, warnings, damage_value,
+                      window)
+
+
+def decode_window(meta: dict, height: int, width: int, options: DecompressOptions) -> tuple[int, int, int, int] | None:
+    """(row0, col0, height, width) of the part to decode from ``--window`` or ``--bbox``; None: everything.
+
+    A window must lie inside the raster and have a positive size; a bbox is taken in the file's CRS
+    (or ``bbox_crs``), widened to whole pixels and clipped to the raster, and must intersect it.
+    """
+    if options.window is not None and options.bbox is not None:
+        raise UsageError("give a window or a bounding box, not both")
+    if options.window is not None:
+        try:
+            col, row, w, h = (int(v) for v in options.window)
+        except (TypeError, ValueError):
+            raise UsageError(f"a window is four integers COL ROW WIDTH HEIGHT, got {options.window!r}") from None
+        if w < 1 or h < 1:
+            raise UsageError(f"the window's width and height must be positive, got {w} x {h}")
+        if col < 0 or row < 0 or col + w > width or row + h > height:
+            raise UsageError(f"the window (col {col}, row {row}, {w} x {h}) is not inside the raster "
+                             f"({width} x {height} pixels)")
+        return (row, col, h, w) if (row, col, h, w) != (0, 0, height, width) else None
+    if options.bbox is None:
+        return None
+    return _bbox_window(meta, height, width, options.bbox, options.bbox_crs)
+
+
+def _bbox_window(meta: dict, height: int, width: int, bbox: tuple[float, ...],
+                 bbox_crs: str | None) -> tuple[int, int, int, int] | None:
+    from rasterio.crs import CRS
+    from rasterio.transform import Affine
+    from rasterio.warp import transform_bounds
+
+    if meta.get("transform") is None:
+        raise UsageError("the file has no geotransform (it is placed by GCPs or not at all): use a pixel window")
+    minx, miny, maxx, maxy = (float(v) for v in bbox)
+    if not (minx < maxx and miny < maxy) or not all(math.isfinite(v) for v in (minx, miny, maxx, maxy)):
+        raise UsageError(f"a bounding box is MINX MINY MAXX MAXY with MINX < MAXX and MINY < MAXY, got {bbox}")
+    if bbox_crs:
+        if not has_valid_crs(meta):
+            raise UsageError("the file has no CRS to transform the bounding box into")
+        try:
+            src = CRS.from_user_input(bbox_crs)
+            dst = CRS.from_wkt(meta["crs"])
+            minx, miny, maxx, maxy = transform_bounds(src, dst, minx, miny, maxx, maxy, densify_pts=21)
+        except Exception as exc:  # noqa: BLE001 - rasterio/PROJ raise several kinds
+            raise UsageError(f"cannot transform the bounding box from {bbox_crs} into the file's CRS "
+                             f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+        if not all(math.isfinite(v) for v in (minx, miny, maxx, maxy)):
+            raise UsageError(f"the bounding box cannot be transformed from {bbox_crs} into the file's CRS")
+    inv = ~Affine(*[float(v) for v in meta["transform"][:6]])
+    corners = [inv * (x, y) for x in (minx, maxx) for y in (miny, maxy)]
+    cols = [c for c, _ in corners]
+    rows = [r for _, r in corners]
+    c0, c1 = max(0, math.floor(min(cols) + 1e-9)), min(width, math.ceil(max(cols) - 1e-9))
+    r0, r1 = max(0, math.floor(min(rows) + 1e-9)), min(height, math.ceil(max(rows) - 1e-9))
+    if c0 >= c1 or r0 >= r1:
+        raise UsageError(f"the bounding box {bbox} does not intersect the raster")
+    window = (r0, c0, r1 - r0, c1 - c0)
+    return window if window != (0, 0, height, width) else None
+
+
+def window_metadata(meta: dict, window: tuple[int, int, int, int]) -> dict:
+    """``meta`` of the window's raster: its transform starts at the window; GCPs move with it."""
+    from rasterio.transform import Affine
+
+    r0, c0 = window[0], window[1]
+    out = dict(meta)
+    if meta.get("transform") is not None:
+        t = Affine(*[float(v) for v in meta["transform"][:6]]) * Affine.translation(c0, r0)
+        out["transform"] = [t.a, t.b, t.c, t.d, t.e, t.f]
+    gcps = meta.get("gcps")
+    if isinstance(gcps, dict) and gcps.get("points"):
+        out["gcps"] = {**gcps, "points": [[p[0] - r0, p[1] - c0, *p[2:]] for p in gcps["points"]]}
+    return out
 
 
 def _output_nodata(reader: ContainerReader, header: dict, meta: dict, out_dtype: np.dtype, salvage: bool,
@@ -1179,6 +1283,8 @@ def decompress_container(
 
         out = GeoTiffSink(final, profile, finalize=finalize, commit_on_close=not options.cog)
         try:  # from here on every failure must remove out's temporary file (an unwritable weight map too)
+            if options.weight_map and plan.window is not None:
+                raise UsageError("--weight-map shows the whole raster's blending: it cannot be combined with a window")
             weight_sink = _weight_map_sink(options.weight_map, meta, height, width, 1) if options.weight_map else None
             if weight_sink is not None and plan.codec == dct_v2.CODEC_NAME:
                 warnings.append("--weight-map: codec v2 decodes chunks without blending, so every weight is 1")
@@ -1198,7 +1304,8 @@ def decompress_container(
     if damaged:
         warnings.append(salvage_warning(damaged, damage_value))
     return DecompressResult(
-        input=str(source), output=str(destination), width=width, height=height, bands=bands, dtype=out_dtype.name,
+        input=str(source), output=str(destination), width=profile["width"], height=profile["height"], bands=bands,
+        dtype=out_dtype.name,
         device=report.device, seconds=time.monotonic() - t0, damaged_chunks=sorted(set(damaged)), warnings=warnings,
         batch_size=report.batch_size,
     )
@@ -1215,42 +1322,51 @@ class BandDecodeReport:
 def decode_band(plan: DecodePlan, reader: ContainerReader, index: int, out, policy: DevicePolicy,
                 progress: Progress, damaged: list[int], *, salvage: bool, rows: tuple[int, int] | None = None,
                 weight_sink=None):
-    """Decode band ``index`` (pixel rows ``rows``, default all) into ``out``: one process and torchrun ranks.
+    """Decode band ``index`` into ``out``: one process, torchrun ranks and window reads all come here.
 
-    ``out`` takes ``write_rows(row0, (1, n, W) values, None, indexes=[band])`` (a ``GeoTiffSink`` or
-    a torchrun shard). Damaged records are appended to ``damaged`` (salvage) or raise.
+    ``rows`` (raster pixel rows ``[r0, r1)``, default all the plan's) narrows it further for a torchrun
+    rank; only the plan's window (``DecodePlan.window``) is written, its first row as ``out``'s row 0.
+    ``out`` takes ``write_rows(row0, (1, n, W) values, None, indexes=[band])`` (a ``GeoTiffSink``, a
+    torchrun shard or an array). Damaged records are appended to ``damaged`` (salvage) or raise.
+    Codec v2 reads only the chunks the window covers; v1 runs the decoder over the window's rows (its
+    tiles need their neighbours' latents) and keeps the window's columns.
     """
     bands, height, width = plan.header["shape"]
-    r0, r1 = rows if rows is not None else (0, height)
+    r0, r1 = rows if rows is not None else plan.rows
+    window = plan.window
     if plan.codec == dct_v2.CODEC_NAME:
         coding = dct_v2.BandCoding.from_json(plan.header["bands"][index], index + 1)
         src = dct_v2.ChunkRowDecoder(reader, index, coding, plan.model, height, width, salvage=salvage,
                                      damaged=damaged, pool_map=_coding_pool().map)
         writer = BandWriter(out, reader, index, plan.header, src, plan.out_dtype, plan.nodata,
-                            damage_value=plan.damage_value)
+                            damage_value=plan.damage_value, window=window)
         c = dct_v2.CHUNK_PX
+        wc0, ww = (window[1], window[3]) if window is not None else (0, width)
+        cols = range(wc0 // c, (wc0 + ww - 1) // c + 1)
         chunk_rows = range(r0 // c, -(-r1 // c))
-        progress.start(len(chunk_rows), f"decompress band {index + 1}/{bands}: {len(chunk_rows)} chunk rows on cpu")
+        progress.start(len(chunk_rows), f"decompress band {index + 1}/{bands}: "
+                                        f"{len(chunk_rows) * len(cols)} chunks on cpu")
         for cr in chunk_rows:
             check_cancelled(progress)
-            ldb = src.row(cr)
+            ldb = src.row(cr, cols)
             a, b = max(r0, cr * c), min(r1, cr * c + ldb.shape[0])
-            writer.write_rows(a, dct_v2.normalised(ldb[a - cr * c : b - cr * c], writer.offset)[None])
+            writer.write_rows(a, dct_v2.normalised(ldb[a - cr * c : b - cr * c], writer.offset)[None],
+                              col0=cols.start * c)
             if weight_sink is not None:
-                weight_sink.write_rows(a, np.ones((1, b - a, width), np.float32), None)
+                weight_sink.write_rows(a - plan.rows[0], np.ones((1, b - a, ww), np.float32), None)
             progress.advance(1)
         return BandDecodeReport()
     model, quality, grid = plan.model, plan.quality, plan.header["grid"]
     lh, lw = -(-height // STRIDE), -(-width // STRIDE)
     src = LatentSource(reader, index, _latent_coder(model), lh, lw, grid["chunk"], salvage=salvage, damaged=damaged)
     writer = BandWriter(out, reader, index, plan.header, src, plan.out_dtype, plan.nodata,
-                        damage_value=plan.damage_value)
+                        damage_value=plan.damage_value, window=window)
     decoder = TileModel(lambda t, q=quality: model.synthesis(t, q), scale=STRIDE, multiple_of=1,
                         in_channels=model.latent_channels, out_channels=1, module=model,
                         name=f"decompress band {index + 1}/{bands}")
     return run_tiled(decoder, src, writer, tile_size=grid.get("tile_size", 256) // STRIDE,
                      overlap=plan.overlap // STRIDE, window="cosine", policy=policy, progress=progress,
-                     weight_sink=weight_sink, out_rows=rows)
+                     weight_sink=weight_sink, out_rows=None if (r0, r1) == (0, height) else (r0, r1))
 
 
 def salvage_warning(damaged: list[int], damage_value: float | None) -> str:
