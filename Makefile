@@ -22,10 +22,12 @@ bench: setup
 	$(PY) bench/engine.py
 	$(PY) bench/codec_speed.py --size 4096
 	$(PY) bench/soak.py --rounds 50
+	$(PY) bench/window.py
 
 eval: setup
 	$(PY) bench/rd.py
 	$(PY) bench/tiling_cost.py
+	$(PY) bench/diagnostics.py
 
 model: setup
 	$(PY) -m sarcodec.training --config configs/train_default.toml
