@@ -408,27 +408,44 @@ def coefficients(values: np.ndarray, valid: np.ndarray, block: int, step: float 
     return coef[:, :, zz[:, 0], zz[:, 1]].transpose(2, 0, 1).copy()
 
 
+@functools.lru_cache(maxsize=8)
+def _bits_table(dz_centi: int) -> np.ndarray:
+    """(N_SCALES, ESC + 1) code length in bits of a symbol of magnitude ``n`` (sign included) per table scale."""
+    pmf = _fixed_point(laplace_pmf(_SCALES, dz_centi / 100.0))
+    return -np.log2(pmf[:, ESC:])
+
+
 def rdo_quantize(y: np.ndarray, s: np.ndarray, dead_zone: float, lam: float) -> np.ndarray:
     """Rate-distortion optimised symbols: per coefficient the cheapest of ``q``, ``q`` one step nearer
     zero, and ``0`` under ``J = (y - y_hat)^2 + lam * bits`` (steps^2 per bit).
 
-    ``q`` is the dead-zone quantiser's symbol and ``y_hat`` the decoder's centroid reconstruction,
-    so the decision uses exactly what the decoder will produce. ``lam = 0`` gives plain ``q``.
+    ``q`` is the dead-zone quantiser's symbol, ``y_hat`` the decoder's centroid reconstruction and
+    ``bits`` the coder's own code length for the table scale the decoder will use, so the decision is
+    made on exactly what the decoder produces and pays. Zeros stay zeros (nothing is cheaper), so only
+    the nonzero symbols are examined. ``lam = 0`` gives plain ``q``.
     """
     q = blockdct.quantize(y, dead_zone)
     if lam <= 0:
         return q
-    ay = np.abs(y)
-    n0 = np.abs(q)
-    off = _CENTROID[scale_index(s)]
-    best_n = n0.copy()
-    best = (ay - np.where(n0 > 0, n0 - 0.5 + dead_zone + off, 0.0)) ** 2 + lam * nll_bits(n0, s, dead_zone)
-    for cand in (np.maximum(n0 - 1, 0), np.zeros_like(n0)):
-        j = (ay - np.where(cand > 0, cand - 0.5 + dead_zone + off, 0.0)) ** 2 + lam * nll_bits(cand, s, dead_zone)
+    nz = q != 0
+    if not nz.any():
+        return q
+    ay = np.abs(y[nz])
+    n0 = np.abs(q[nz])
+    idx = scale_index(s[nz])
+    off = _CENTROID[idx] - 0.5 + dead_zone
+    tab = _bits_table(int(round(dead_zone * 100)))
+    best_n = n0
+    best = (ay - (n0 + off)) ** 2 + lam * tab[idx, np.minimum(n0, ESC)]
+    for cand in (n0 - 1, np.zeros_like(n0)):
+        rec = np.where(cand > 0, cand + off, 0.0)
+        j = (ay - rec) ** 2 + lam * tab[idx, np.minimum(cand, ESC)]
         better = j < best
         best = np.where(better, j, best)
         best_n = np.where(better, cand, best_n)
-    return np.sign(y).astype(np.int64) * best_n
+    out = q.copy()
+    out[nz] = np.sign(q[nz]) * best_n
+    return out
 
 
 # ---------------------------------------------------------------------------- chunk coding
