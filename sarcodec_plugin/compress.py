@@ -37,14 +37,17 @@ MAX_TILE_SIZE = 16384  # sarcodec.codec.header.MAX_TILE_SIZE (tests check they m
 MIN_TILE_SIZE = 32
 
 HELP = """Compresses a SAR raster (Sentinel-1 GRD amplitude DN, amplitude, intensity or dB) into a .npz
-container with the learned sarcodec codec, tile by tile with seamless blending. The CRS, the transform or
-GCPs, nodata, band descriptions and tags are kept for decompression. The output must be named .npz.
-Quality runs from 1 (smallest file) to the model's best; the default matches the sarcodec compress
-command line. The CRS is assigned only when the input has none: the dialog asks for one, headless runs
-warn. Tile size and overlap are multiples of 16 pixels; memory grows with the tile size, never with the
-scene. Device auto uses a GPU when there is one. A batch size of 0 sizes batches from free memory. An
-empty model file uses the shipped model. Turning Estimate quality off skips decoding sample tiles: faster,
-and no RMSE or PSNR output. The log shows the equivalent sarcodec command line."""
+container with the sarcodec codec (v2: a block transform with a learned context entropy model, by
+default). The CRS, the transform or GCPs, nodata, band descriptions and tags are kept for decompression.
+The output must be named .npz. Quality runs from 1 (smallest file) to the model's best; the default
+matches the sarcodec compress command line. Maximum error per pixel (dB) makes the file error-bounded
+instead: no valid pixel moves by more than that (checked for every pixel), and the quality is not used.
+The CRS is assigned only when the input has none: the dialog asks for one, headless runs warn. Tile
+size, overlap, device and batch size apply to v1 models (v2 codes 512 px chunks on the CPU): tile size
+and overlap are multiples of 16 pixels; memory grows with the tile size, never with the scene. Device
+auto uses a GPU when there is one. A batch size of 0 sizes batches from free memory. An empty model file
+uses the shipped model. Turning Estimate quality off leaves out the RMSE and PSNR outputs (with v1 it
+also skips decoding sample tiles: faster). The log shows the equivalent sarcodec command line."""
 
 
 class CompressAlgorithm(SarcodecAlgorithm):
@@ -62,6 +65,12 @@ class CompressAlgorithm(SarcodecAlgorithm):
             QgsProcessingParameterNumber(
                 "QUALITY", self.tr("Quality (1 = smallest file, {0} = best fidelity)").format(levels),
                 QgsProcessingParameterNumber.Integer, defaultValue=default_quality, minValue=1, maxValue=levels,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                "MAX_ERROR_DB", self.tr("Maximum error per pixel (dB, empty = use the quality level)"),
+                QgsProcessingParameterNumber.Double, defaultValue=None, optional=True, minValue=0.0, maxValue=20.0,
             )
         )
         self.addParameter(QgsProcessingParameterCrs("CRS", self.tr("CRS to assign when the input has none"),
@@ -111,8 +120,23 @@ class CompressAlgorithm(SarcodecAlgorithm):
         if 2 * overlap > tile:
             return False, self.tr("Tile overlap ({0}) must be at most half the tile size ({1}).").format(
                 overlap, tile)
+        bound = self.max_error(parameters, context)
+        if bound is not None:
+            from sarcodec.codec.bounded import check_bound  # torch-free
+
+            try:
+                check_bound(bound)
+            except ValueError as exc:
+                return False, str(exc)
         problem = self.output_name_problem(self.parameterAsFileOutput(parameters, "OUTPUT", context))
         return (not problem, problem)
+
+    def max_error(self, parameters: dict, context: QgsProcessingContext) -> float | None:
+        """The error bound in dB, or None (empty or 0: the quality level decides)."""
+        if parameters.get("MAX_ERROR_DB") in (None, ""):
+            return None
+        value = self.parameterAsDouble(parameters, "MAX_ERROR_DB", context)
+        return value if value > 0 else None
 
     def output_name_problem(self, destination: str) -> str:
         """Why ``destination`` cannot be the container's name ("" when it can): like the CLI, only ``*.npz``."""
@@ -167,8 +191,10 @@ class CompressAlgorithm(SarcodecAlgorithm):
             info = engine.pipeline.inspect_raster(source)
             feedback.pushInfo(self.tr("Input: {0} ({1} x {2} px, {3} band(s), {4})").format(
                 source, info.width, info.height, info.bands, info.dtype))
+            bound = self.max_error(parameters, context)
             options = engine.pipeline.CompressOptions(
-                quality=self.parameterAsInt(parameters, "QUALITY", context),
+                quality=None if bound is not None else self.parameterAsInt(parameters, "QUALITY", context),
+                max_error_db=bound,
                 tile_size=self.parameterAsInt(parameters, "TILE_SIZE", context),
                 overlap=self.parameterAsInt(parameters, "OVERLAP", context),
                 device=device,
@@ -217,7 +243,9 @@ class CompressAlgorithm(SarcodecAlgorithm):
     @staticmethod
     def command_line(source: str, destination: str, options: Any) -> list[str]:
         """The ``sarcodec compress`` arguments that repeat this run (Processing replaces outputs: --overwrite)."""
-        args = ["compress", source, "-o", destination, "--overwrite", "--quality", str(options.quality),
+        level = ["--max-error-db", f"{options.max_error_db:g}"] if options.max_error_db is not None else \
+            ["--quality", str(options.quality)]
+        args = ["compress", source, "-o", destination, "--overwrite", *level,
                 "--tile-size", str(options.tile_size), "--overlap", str(options.overlap),
                 "--device", options.device, "--batch-size", str(options.batch_size)]
         if options.model_path:

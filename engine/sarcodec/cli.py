@@ -285,6 +285,15 @@ def _batch_size(text: str) -> int | str:
     return _int_at_least(1, "batch size")(text)
 
 
+def _max_error(text: str) -> float:
+    from sarcodec.codec.bounded import check_bound
+
+    try:
+        return check_bound(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _finite_float(what: str) -> Callable[[str], float]:
     def parse(text: str) -> float:
         try:
@@ -350,6 +359,7 @@ COMPRESS_EXAMPLES = """\
 examples:
   sarcodec compress scene.tif                      # -> scene.npz
   sarcodec compress scene.tif -o out.npz --quality 5
+  sarcodec compress scene.tif --max-error-db 0.5     # no pixel moves by more than 0.5 dB
   sarcodec compress *.tif -o compressed/ --device cuda --batch-size auto
   sarcodec compress S1A_IW_GRDH_1SDV_...SAFE       # a Sentinel-1 product (.SAFE folder or .zip)
   sarcodec compress scenes/                        # every GeoTIFF in a folder
@@ -433,6 +443,10 @@ def build_parser() -> CliParser:
                        help="quality level, 1 (smallest) .. the model's maximum (default: the model's default)")
     codec.add_argument("--tile-size", type=_tile_size, default=256, metavar="PX",
                        help="tile edge in pixels, a multiple of 16 (default: 256)")
+    codec.add_argument("--max-error-db", type=_max_error, metavar="E", default=None,
+                       help="error-bounded: no valid pixel moves by more than E dB (20*log10 DN, 10*log10 intensity, "
+                            "absolute dB), checked for every pixel before the file is written; 0.01 to 20; not "
+                            "with --quality")
     codec.add_argument("--no-estimate", dest="estimate_quality", action="store_false",
                        help="skip the quality estimate (decoding a sample of tiles) in the summary")
     _add_engine_options(c, overlap_default="64")
@@ -983,6 +997,7 @@ def _compress_one(ctx: RunContext, job: Job, scratch: Scratch) -> None:
         crs=crs,
         weight_map=weight_map if rank is None else _weight_map_for(args, job),
         estimate_quality=args.estimate_quality,
+        max_error_db=args.max_error_db,
     )
     with make_progress(prefix=job.source_name, quiet=args.quiet or bool(rank), cancel=ctx.cancel) as progress:
         if rank is None:
@@ -1009,6 +1024,8 @@ def compress_summary(job: Job, result: Any) -> str:
     else:  # a virtual input (a product's VRT) has no file size to compare with
         parts = [_human_bytes(result.output_bytes)]
     parts.append(f"{result.bpp:.3f} bpp")
+    if getattr(result, "max_error_db", None) is not None:
+        parts.append(f"every pixel within {result.max_error_db:g} dB (checked)")
     if result.est_rmse_db is not None:
         parts.append(f"est. RMSE {result.est_rmse_db:.2f} dB")
     if result.est_psnr_db is not None:
@@ -1083,6 +1100,8 @@ def decompress_summary(job: Job, result: Any, size: int | None, args: argparse.N
 
 def _model_for_compress(ctx: RunContext) -> None:
     """Load the model once before the first file: a model problem is exit 2 for the whole run."""
+    if ctx.args.max_error_db is not None and ctx.args.quality is not None:
+        raise UsageError("--max-error-db sets the quality itself: give it or --quality, not both")
     ctx.model = load_model_summary(_resolve_model(ctx))
     quality = ctx.args.quality
     if quality is not None and not 1 <= quality <= ctx.model.n_qualities:

@@ -270,3 +270,46 @@ def test_a_sentinel1_product_compresses_and_round_trips(tmp_path, capsys, as_zip
         assert ds.count == len(arrays) and (ds.height, ds.width) == (200, 96)
         assert len(ds.gcps[0]) == 9 and ds.gcps[1].to_epsg() == 4326
         assert [d.upper() for d in ds.descriptions if d] == ["VV", "VH"]
+
+
+V2_MODEL = Path(__file__).resolve().parents[2] / "resources" / "models" / "sarcodec_v2.npz"
+
+
+def test_max_error_db_bounds_every_pixel_and_says_so(small_scene, tmp_path, capsys):
+    npz, out = tmp_path / "e.npz", tmp_path / "e.tif"
+    assert cli.main(["compress", str(small_scene), "-o", str(npz), "--model", str(V2_MODEL),
+                     "--max-error-db", "0.3"]) == 0
+    assert "every pixel within 0.3 dB (checked)" in capsys.readouterr().out
+    assert cli.main(["decompress", str(npz), "-o", str(out)]) == 0  # the v2 model is found by checksum
+    with rasterio.open(small_scene) as a, rasterio.open(out) as b:
+        orig, back = a.read().astype(float), b.read().astype(float)
+    valid = orig != NODATA
+    assert np.abs(20 * np.log10(back[valid] / orig[valid])).max() <= 0.3
+    assert cli.main(["info", str(npz)]) == 0
+    shown = capsys.readouterr().out
+    assert "mode: error-bounded" in shown and "max_error_db: 0.3" in shown
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--max-error-db", "0.3", "--quality", "3"], "not both"),
+    (["--max-error-db", "-1"], "positive"),
+    (["--max-error-db", "0.001"], "gains nothing over lossless"),
+])
+def test_bad_max_error_db_is_a_usage_error(small_scene, tmp_path, capsys, args, message):
+    out = tmp_path / "x.npz"
+    assert cli.main(["compress", str(small_scene), "-o", str(out), "--model", str(V2_MODEL), *args]) == 4
+    assert message in capsys.readouterr().err and not out.exists()
+
+
+def test_window_and_bbox_from_the_command_line(small_scene, tmp_path):
+    npz = tmp_path / "w.npz"
+    assert cli.main(["compress", str(small_scene), "-o", str(npz), "--model", str(V2_MODEL), "-q"]) == 0
+    assert cli.main(["decompress", str(npz), "-o", str(tmp_path / "full.tif"), "-q"]) == 0
+    assert cli.main(["decompress", str(npz), "-o", str(tmp_path / "w.tif"), "--window", "5", "7", "20", "10",
+                     "-q"]) == 0
+    with rasterio.open(tmp_path / "full.tif") as f, rasterio.open(tmp_path / "w.tif") as w:
+        np.testing.assert_array_equal(w.read(), f.read()[:, 7:17, 5:25])
+        left, top = f.transform * (5, 7)
+        assert (w.bounds.left, w.bounds.top) == (left, top)
+    assert cli.main(["decompress", str(npz), "-o", str(tmp_path / "x.tif"), "--window", "0", "0", "0", "5"]) == 4
+    assert not (tmp_path / "x.tif").exists()

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sarcodec.codec import dct_entropy
+from sarcodec.codec import bounded, dct_entropy
 from sarcodec.codec.dct_entropy import BandParams
 from sarcodec.codec.dct_fit import Sample, choose_block, fit_band_params
 from sarcodec.codec.dct_model import DctModel
@@ -49,13 +49,23 @@ SAMPLE_CHUNKS = 2
 
 @dataclass(frozen=True)
 class BandCoding:
-    """What the header stores for one v2 band: side info and quantiser step (dB)."""
+    """What the header stores for one v2 band: side info, quantiser step (dB) and, for an
+    error-bounded band (``compress --max-error-db``), the bound E in dB (``codec/bounded.py``)."""
 
     params: BandParams
     step_db: float
+    max_error_db: float | None = None
+    residual_offset_db: float = 0.0  # error-bounded: the residual bins' offset (``bounded.bias_offset``)
+    lattice: float | None = None  # error-bounded integer DN / intensity: dB per decade (``bounded.lattice_mode``)
 
     def to_json(self) -> dict:
-        return {"params": base64.b64encode(self.params.to_bytes()).decode("ascii"), "step_db": self.step_db}
+        out = {"params": base64.b64encode(self.params.to_bytes()).decode("ascii"), "step_db": self.step_db}
+        if self.max_error_db is not None:
+            out["max_error_db"] = self.max_error_db
+            out["residual_offset_db"] = self.residual_offset_db
+            if self.lattice is not None:
+                out["lattice"] = self.lattice
+        return out
 
     @classmethod
     def from_json(cls, band: dict, number: int) -> BandCoding:
@@ -66,7 +76,18 @@ class BandCoding:
             raise ContainerError(f"the v2 side info of band {number} is missing or damaged") from None
         if not isinstance(step, (int, float)) or isinstance(step, bool) or not 1e-4 <= step <= 1e3:
             raise ContainerError(f"the quantiser step of band {number} is damaged")
-        return cls(BandParams.from_bytes(raw), float(step))
+        bound, offset, lattice = band.get("max_error_db"), band.get("residual_offset_db", 0.0), band.get("lattice")
+        if bound is not None:
+            try:
+                bound = bounded.check_bound(bound)
+            except ValueError:
+                raise ContainerError(f"the error bound of band {number} is damaged") from None
+            if not isinstance(offset, (int, float)) or isinstance(offset, bool) or not abs(offset) <= bound / 4:
+                raise ContainerError(f"the residual offset of band {number} is damaged")
+            if lattice not in (None, 10, 20, 10.0, 20.0):
+                raise ContainerError(f"the integer lattice of band {number} is damaged")
+        return cls(BandParams.from_bytes(raw), float(step), bound, float(offset),
+                   None if lattice is None else float(lattice))
 
 
 def chunk_grid(height: int, width: int) -> tuple[int, int]:
@@ -94,8 +115,13 @@ def _sample_rows(rows: int, cols: int) -> list[tuple[int, int]]:
     return sorted(cands, key=lambda rc: (abs(2 * rc[0] + 1 - rows) + abs(2 * rc[1] + 1 - cols), rc))
 
 
-def plan_band(ds, band: int, domain: Domain, nodata: float | None, model: DctModel, quality: int) -> BandCoding:
-    """Fit one band's side info on up to ``SAMPLE_CHUNKS`` sample chunks (the fullest ones)."""
+def plan_band(ds, band: int, domain: Domain, nodata: float | None, model: DctModel, quality: int,
+              max_error_db: float | None = None, dtype: str | None = None) -> BandCoding:
+    """Fit one band's side info on up to ``SAMPLE_CHUNKS`` sample chunks (the fullest ones).
+
+    With ``max_error_db`` the band is error-bounded: the base is fitted at ``bounded.base_step`` and
+    ``quality`` is not used.
+    """
     from rasterio.windows import Window
 
     rows, cols = chunk_grid(ds.height, ds.width)
@@ -110,12 +136,22 @@ def plan_band(ds, band: int, domain: Domain, nodata: float | None, model: DctMod
         picked.append((float(valid.mean()), np.where(valid, ldb, 0.0), valid))
     picked.sort(key=lambda t: -t[0])
     picked = [p for p in picked if p[0] > 0][:SAMPLE_CHUNKS]
-    step = model.step(quality)
+    step = model.step(quality) if max_error_db is None else bounded.base_step(max_error_db)
     sample = Sample([p[1] for p in picked], [p[2] for p in picked])
     block = choose_block(sample, step, model.prior, dead_zone=DEAD_ZONE) if picked else 16
     band_blocks = math.ceil(ds.height / block) * math.ceil(ds.width / block)
     params = fit_band_params(sample, step, model.prior, block, dead_zone=DEAD_ZONE, band_blocks=band_blocks)
-    return BandCoding(params, step)
+    coding = BandCoding(params, step, max_error_db)
+    if max_error_db is None or not picked:
+        return coding
+    orig, base = [], []
+    for _, ldb, valid in picked:
+        _, rec = encode_chunk(ldb, valid, coding, model)
+        orig.append(ldb[valid])
+        base.append(rec[valid])
+    offset = bounded.bias_offset(np.concatenate(orig), np.concatenate(base), max_error_db)
+    integer = dtype is not None and np.dtype(dtype).kind in "ui" and domain.is_linear
+    return BandCoding(params, step, max_error_db, offset, domain.log_factor if integer else None)
 
 
 def encode_chunk(ldb: np.ndarray, valid: np.ndarray, coding: BandCoding, model: DctModel):
@@ -129,9 +165,41 @@ def encode_chunk(ldb: np.ndarray, valid: np.ndarray, coding: BandCoding, model: 
     return data, dct_entropy.reconstruct(q, sidx, *values.shape, coding.step_db, p)
 
 
-def decode_chunk(data: bytes, height: int, width: int, coding: BandCoding, model: DctModel) -> np.ndarray:
-    """L_dB (float64) of one chunk; nodata pixels come back as the smooth fill."""
-    return dct_entropy.decode_chunk(data, height, width, coding.step_db, coding.params, model.prior)
+def encode_bounded_chunk(raw: np.ndarray, ldb: np.ndarray, valid: np.ndarray, nodata: np.ndarray | None,
+                         coding: BandCoding, model: DctModel, out: bounded.OutputModel):
+    """Code one chunk of an error-bounded band -> (bytes, decoded L_dB or None, exceptions).
+
+    ``valid``: pixels coded (not nodata, not uncodable); residual symbols are coded for every pixel
+    outside ``nodata``, which is what the decoder knows from the mask record. ``exceptions``: valid
+    pixels no residual keeps within the bound; the caller stores them losslessly.
+    """
+    e = float(coding.max_error_db)  # type: ignore[arg-type]
+    base_bytes, base = encode_chunk(ldb, valid, coding, model)
+    if base is None:
+        base = np.zeros(ldb.shape)
+    d, lattice = coding.residual_offset_db, coding.lattice
+    k, exceptions = bounded.choose_residual(raw, ldb, base, valid, e, out, d, lattice)
+    coded = ~nodata if nodata is not None else np.ones(ldb.shape, bool)
+    mode = bounded.residual_grid(base, e, d, lattice)[1]
+    data = bounded.pack(base_bytes, bounded.encode_residual(k, coded, mode))
+    return data, (bounded.reconstruct(base, k, e, d, lattice) if valid.any() else None), exceptions
+
+
+def decode_chunk(data: bytes, height: int, width: int, coding: BandCoding, model: DctModel,
+                 nodata: np.ndarray | None = None) -> np.ndarray:
+    """L_dB (float64) of one chunk; nodata pixels come back as the smooth fill.
+
+    An error-bounded band's chunk also carries the residual, coded for the pixels outside ``nodata``
+    (the chunk's mask record; None: no nodata in the chunk).
+    """
+    if coding.max_error_db is None:
+        return dct_entropy.decode_chunk(data, height, width, coding.step_db, coding.params, model.prior)
+    base_bytes, residual = bounded.unpack(data)
+    base = dct_entropy.decode_chunk(base_bytes, height, width, coding.step_db, coding.params, model.prior)
+    coded = ~nodata if nodata is not None else np.ones((height, width), bool)
+    e, d, lattice = coding.max_error_db, coding.residual_offset_db, coding.lattice
+    mode = bounded.residual_grid(base, e, d, lattice)[1]
+    return bounded.reconstruct(base, bounded.decode_residual(residual, coded, mode), e, d, lattice)
 
 
 class ChunkRowDecoder:
@@ -161,7 +229,14 @@ class ChunkRowDecoder:
         try:
             if record is None:
                 raise ContainerError(f"{self.reader.name}: chunk ({self.index}, {cr}, {cc}) is missing")
-            return decode_chunk(self.reader.read_record(record), h, w, self.coding, self.model)
+            nodata = None
+            if self.coding.max_error_db is not None:
+                from sarcodec.codec.container import decode_mask
+
+                mask_record = self.reader.find(self.index, cr, cc, "mask")
+                if mask_record is not None:
+                    nodata = decode_mask(self.reader.read_record(mask_record), (h, w))
+            return decode_chunk(self.reader.read_record(record), h, w, self.coding, self.model, nodata)
         except ContainerError as exc:
             number = record.index if record is not None else -1
             if not self.salvage:

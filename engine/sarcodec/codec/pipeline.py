@@ -42,7 +42,7 @@ from ..resources import default_model_path
 from ..runner import TileModel, run_tiled
 from ..serial_reads import SerialReads
 from ..tiling import Tile
-from . import dct_v2, model_store
+from . import bounded, dct_v2, model_store
 from .container import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -166,6 +166,7 @@ class CompressOptions:
     crs: str | None = None  # "EPSG:XXXX" or WKT; used when the input has no valid CRS
     weight_map: str | Path | None = None  # optional GeoTIFF of the blending weights (debugging)
     estimate_quality: bool = True  # decode a sample of tiles to estimate RMSE/PSNR
+    max_error_db: float | None = None  # error-bounded: no valid pixel moves by more than this (dB); v2 only
 
 
 @dataclass
@@ -185,6 +186,7 @@ class CompressResult:
     bad_tiles: int
     warnings: list[str] = field(default_factory=list)
     batch_size: int = 0
+    max_error_db: float | None = None  # error-bounded files: the bound every valid pixel was checked against
 
 
 @dataclass
@@ -511,13 +513,29 @@ def plan_compression(source: str | Path, options: CompressOptions) -> CompressPl
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         codec = model_store.codec_of(model)
+        bound = _check_bound(options, codec)
         if codec == dct_v2.CODEC_NAME:
             # fitted once here, from a deterministic sample: every torchrun rank codes with the same side info
-            coding = [dct_v2.plan_band(ds, i + 1, domain, nodatas[i], model, quality) for i in range(ds.count)]
+            coding = [dct_v2.plan_band(ds, i + 1, domain, nodatas[i], model, quality, bound, info.dtype)
+                      for i in range(ds.count)]
             return CompressPlan(str(source), info, model, model_path, sha, quality, None, policy, meta, domain,
                                 nodatas, warnings, codec, coding, options.estimate_quality)
     return CompressPlan(str(source), info, model, model_path, sha, quality, _latent_coder(model), policy, meta,
                         domain, nodatas, warnings, report_estimate=options.estimate_quality)
+
+
+def _check_bound(options: CompressOptions, codec: str) -> float | None:
+    """``max_error_db`` validated against the other options and the model (UsageError, exit 4)."""
+    if options.max_error_db is None:
+        return None
+    if options.quality is not None:
+        raise UsageError("--max-error-db sets the quality itself: give it or --quality, not both")
+    if codec != dct_v2.CODEC_NAME:
+        raise UsageError("error-bounded coding (--max-error-db) needs a v2 model; the model given is v1")
+    try:
+        return bounded.check_bound(options.max_error_db)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 @dataclass
@@ -591,6 +609,9 @@ def _encode_band_v2(plan: CompressPlan, ds, index: int, writer, progress: Progre
     rows, cols = dct_v2.chunk_grid(ds.height, ds.width)
     todo = chunk_rows if chunk_rows is not None else range(rows)
     stats = estimate_band_stats(ds, band, plan.domain)
+    out_model = None
+    if coding.max_error_db is not None:  # the encoder checks the bound on the values the decoder will write
+        out_model = bounded.OutputModel(plan.domain, np.dtype(plan.info.dtype), stats.offset_db, nodata)
     samples: dict[tuple[int, int], QualitySample] = {}
     uncodable = 0
     progress.start(len(todo) * cols, f"compress band {band}/{plan.info.bands}: {len(todo) * cols} chunks on cpu")
@@ -601,18 +622,25 @@ def _encode_band_v2(plan: CompressPlan, ds, index: int, writer, progress: Progre
         valid = ~unc if nd is None else ~(unc | nd)
         uncodable += int(unc.sum())
 
-        def code(cc: int, ldb: np.ndarray = ldb, valid: np.ndarray = valid) -> tuple[bytes, np.ndarray | None]:
+        def code(cc: int, raw: np.ndarray = raw, ldb: np.ndarray = ldb, valid: np.ndarray = valid,
+                 nd: np.ndarray | None = nd) -> tuple[bytes, np.ndarray | None, np.ndarray | None]:
             sl = slice(cc * CHUNK_PX, (cc + 1) * CHUNK_PX)
-            return dct_v2.encode_chunk(ldb[:, sl], valid[:, sl], coding, model)
+            if out_model is None:
+                return (*dct_v2.encode_chunk(ldb[:, sl], valid[:, sl], coding, model), None)
+            return dct_v2.encode_bounded_chunk(raw[:, sl], ldb[:, sl], valid[:, sl],
+                                               None if nd is None else nd[:, sl], coding, model, out_model)
 
-        for cc, (data, rec) in enumerate(_coding_pool().map(code, range(cols))):
+        for cc, (data, rec, exceptions) in enumerate(_coding_pool().map(code, range(cols))):
             c0 = cc * CHUNK_PX
             sl = slice(c0, c0 + CHUNK_PX)
             writer.add(index, cr, cc, "latent", data)
             if nd is not None and nd[:, sl].any():
                 writer.add(index, cr, cc, "mask", encode_mask(nd[:, sl]))
-            if unc[:, sl].any():
-                writer.add(index, cr, cc, "fallback", encode_fallback(raw[:, sl], unc[:, sl], origin=(r0, c0)))
+            lossless = unc[:, sl] if exceptions is None else unc[:, sl] | exceptions
+            if exceptions is not None:
+                uncodable += int(exceptions.sum())
+            if lossless.any():
+                writer.add(index, cr, cc, "fallback", encode_fallback(raw[:, sl], lossless, origin=(r0, c0)))
             if rec is not None:
                 keep = valid[:, sl]
                 samples[(cr, cc)] = quality_sample(ldb[:, sl][keep], rec[keep])
@@ -628,6 +656,8 @@ def build_header(plan: CompressPlan, options: CompressOptions, bands: list[BandE
         entry = {"stats": b.stats, "gain_db": summary.gain_db, "uncodable_pixels": b.uncodable_pixels}
         if plan.band_coding is not None:
             entry.update(plan.band_coding[i].to_json())
+            if plan.band_coding[i].max_error_db is not None:
+                entry["gain_db"] = 0.0  # a gain would move pixels the bound was checked for
         band_headers.append(entry)
     if plan.codec == dct_v2.CODEC_NAME:
         grid = {"stride": 1, "chunk": dct_v2.CHUNK_PX}
@@ -641,6 +671,8 @@ def build_header(plan: CompressPlan, options: CompressOptions, bands: list[BandE
         "model": {"id": str(plan.model.metadata.get("model_id", plan.model_path.stem)), "sha256": plan.sha256},
         "quality": plan.quality,
         "grid": grid,
+        **({"mode": "error-bounded", "max_error_db": plan.band_coding[0].max_error_db}
+           if plan.band_coding and plan.band_coding[0].max_error_db is not None else {}),
         "shape": [plan.info.bands, plan.info.height, plan.info.width],
         "dtype": plan.info.dtype,
         "domain": plan.domain.value,
@@ -669,6 +701,7 @@ def compress_result(plan: CompressPlan, destination: str | Path, bands: list[Ban
         est_rmse_db=rmse, est_psnr_db=psnr, device=bands[0].device if bands else "", seconds=seconds,
         bad_tiles=sum(b.bad_tiles for b in bands), warnings=list(plan.warnings),
         batch_size=bands[0].batch_size if bands else 0,
+        max_error_db=plan.band_coding[0].max_error_db if plan.band_coding else None,
     )
 
 
