@@ -46,19 +46,38 @@ from .environment import add_dependency_paths, install_hint, missing_dependencie
 
 T = TypeVar("T")
 
+
+def _vocabulary() -> Any:
+    """The engine's one vocabulary (``sarcodec.vocabulary``: pure Python, safe while QGIS starts).
+
+    Without the engine the provider still loads and every algorithm says what to install (it cannot
+    run), so its widgets only need placeholders then: nothing here repeats the engine's lists.
+    """
+    try:
+        from sarcodec import vocabulary
+    except ImportError:
+        return SimpleNamespace(TIFF_COMPRESSIONS=("LZW",), OUTPUT_DTYPES=(), DEVICES=("auto", "cpu"),
+                               CUDA_DEVICE=re.compile(r"cuda:\d+"), FALLBACK_DEFAULT_QUALITY=1,
+                               FALLBACK_N_QUALITIES=1, TILE_STEP=16, MIN_TILE_SIZE=16, MAX_TILE_SIZE=16,
+                               DEFAULT_TILE_SIZE=16, DEFAULT_OVERLAP=0)
+    return vocabulary
+
+
+VOCABULARY = _vocabulary()
+TIFF_COMPRESSIONS = VOCABULARY.TIFF_COMPRESSIONS
+OUTPUT_DTYPES = VOCABULARY.OUTPUT_DTYPES
+DEVICES = VOCABULARY.DEVICES
+CUDA_DEVICE = VOCABULARY.CUDA_DEVICE
+FALLBACK_DEFAULT_QUALITY = VOCABULARY.FALLBACK_DEFAULT_QUALITY
+FALLBACK_N_QUALITIES = VOCABULARY.FALLBACK_N_QUALITIES
+TILE_STEP = VOCABULARY.TILE_STEP
+MIN_TILE_SIZE, MAX_TILE_SIZE = VOCABULARY.MIN_TILE_SIZE, VOCABULARY.MAX_TILE_SIZE
+DEFAULT_TILE_SIZE, DEFAULT_OVERLAP = VOCABULARY.DEFAULT_TILE_SIZE, VOCABULARY.DEFAULT_OVERLAP
+
 ICON_PATH = Path(__file__).parent / "resources" / "icons" / "sarcodec.svg"
 if not ICON_PATH.exists():  # running from the repository: resources/ sits beside the plugin package
     ICON_PATH = Path(__file__).resolve().parents[1] / "resources" / "icons" / "sarcodec.svg"
 
-# Mirrors of the engine's option vocabularies, so widgets can be built without importing the engine
-# (tests check they match sarcodec.codec.pipeline).
-TIFF_COMPRESSIONS = ("LZW", "DEFLATE", "ZSTD", "LERC", "NONE")
-OUTPUT_DTYPES = ("uint8", "uint16", "int16", "uint32", "int32", "float32", "float64")
-DEVICES = ("auto", "cpu", "cuda")
-CUDA_DEVICE = re.compile(r"cuda:\d+")
-FALLBACK_DEFAULT_QUALITY = 3
-FALLBACK_N_QUALITIES = 5
-PIXEL_STEP = 16  # tile size and overlap are multiples of the model's stride
 REPOSITORY = "https://github.com/sarcodec/sarcodec"
 CPU_FALLBACK_MARK = "no CUDA GPU"  # the engine's "no CUDA GPU found: running on the CPU" notice
 

@@ -18,7 +18,11 @@ from qgis.core import (
 )
 
 from .bridge import (
-    PIXEL_STEP,
+    DEFAULT_OVERLAP,
+    DEFAULT_TILE_SIZE,
+    MAX_TILE_SIZE,
+    MIN_TILE_SIZE,
+    TILE_STEP,
     UNPLACED_CRS_NOTE,
     SarcodecAlgorithm,
     crs_text,
@@ -33,8 +37,6 @@ from .bridge import (
 )
 
 COMPRESSED_SUFFIX = ".npz"
-MAX_TILE_SIZE = 16384  # sarcodec.codec.header.MAX_TILE_SIZE (tests check they match)
-MIN_TILE_SIZE = 32
 
 HELP = """Compresses a SAR raster (Sentinel-1 GRD amplitude DN, amplitude, intensity or dB) into a .npz
 container with the sarcodec codec (v2: a block transform with a learned context entropy model, by
@@ -78,13 +80,13 @@ class CompressAlgorithm(SarcodecAlgorithm):
         self.addAdvanced(
             QgsProcessingParameterNumber(
                 "TILE_SIZE", self.tr("Tile size (pixels, a multiple of 16)"), QgsProcessingParameterNumber.Integer,
-                defaultValue=256, minValue=MIN_TILE_SIZE, maxValue=MAX_TILE_SIZE,
+                defaultValue=DEFAULT_TILE_SIZE, minValue=MIN_TILE_SIZE, maxValue=MAX_TILE_SIZE,
             )
         )
         self.addAdvanced(
             QgsProcessingParameterNumber(
                 "OVERLAP", self.tr("Tile overlap (pixels, a multiple of 16)"), QgsProcessingParameterNumber.Integer,
-                defaultValue=64, minValue=0, maxValue=4096,
+                defaultValue=DEFAULT_OVERLAP, minValue=0, maxValue=4096,
             )
         )
         self.addEngineParameters(self.tr("Model file (empty = shipped default model)"))
@@ -113,9 +115,9 @@ class CompressAlgorithm(SarcodecAlgorithm):
         """Tile geometry and the output name, checked before the model is loaded (seconds)."""
         tile = self.parameterAsInt(parameters, "TILE_SIZE", context)
         overlap = self.parameterAsInt(parameters, "OVERLAP", context)
-        if tile % PIXEL_STEP:
+        if tile % TILE_STEP:
             return False, self.tr("Tile size must be a multiple of 16 pixels, got {0}.").format(tile)
-        if overlap % PIXEL_STEP:
+        if overlap % TILE_STEP:
             return False, self.tr("Tile overlap must be a multiple of 16 pixels, got {0}.").format(overlap)
         if 2 * overlap > tile:
             return False, self.tr("Tile overlap ({0}) must be at most half the tile size ({1}).").format(

@@ -15,7 +15,7 @@ from processing.tools import dataobjects
 from qgis.core import QgsCoordinateReferenceSystem, QgsMessageLog, QgsProcessingContext
 from qgis.gui import QgsProjectionSelectionDialog
 
-from .bridge import PIXEL_STEP, UNPLACED_CRS_NOTE, tr
+from .bridge import TILE_STEP, UNPLACED_CRS_NOTE, tr
 
 
 def ask_for_crs(parent: Any, input_name: str, georeferenced: bool = True) -> QgsCoordinateReferenceSystem | None:
@@ -53,7 +53,7 @@ class CrsPromptingDialog(AlgorithmDialog):
             wrapper = wrappers.get(name)
             widget = wrapper.wrappedWidget() if wrapper is not None and hasattr(wrapper, "wrappedWidget") else None
             if widget is not None and hasattr(widget, "setSingleStep"):
-                widget.setSingleStep(PIXEL_STEP)
+                widget.setSingleStep(TILE_STEP)
 
     def runAlgorithm(self) -> None:  # noqa: N802 - QGIS API name
         try:

@@ -67,19 +67,15 @@ from sarcodec.errors import (
     UsageError,
 )
 from sarcodec.progress import CancelToken
+from sarcodec.resources import MODEL_ENV
+from sarcodec.vocabulary import MAX_TILE_SIZE, OUTPUT_DTYPES, TIFF_COMPRESSIONS, TILE_STEP
 
 PROG = "sarcodec"
 STDIO = "-"
-MODEL_ENV = "SARCODEC_MODEL"
-MODEL_STRIDE = 16  # SarCodec.stride: tile size and overlap must be multiples of it
 COMPRESSED_SUFFIX = ".npz"
 RASTER_SUFFIX = ".tif"
 STDIN_NAME = "<stdin>"
 STDOUT_NAME = "<stdout>"
-# Copies of sarcodec.codec.pipeline.TIFF_COMPRESSIONS / OUTPUT_DTYPES (a test pins them equal): the
-# pipeline imports torch, which would make every --help and every typo cost seconds.
-TIFF_COMPRESSIONS = ("LZW", "DEFLATE", "ZSTD", "LERC", "NONE")
-OUTPUT_DTYPES = ("uint8", "uint16", "int16", "uint32", "int32", "float32", "float64")
 CRS_WARNING_MARK = "no valid CRS"  # the engine's own CRS warning is dropped when the CLI already warned
 
 
@@ -245,11 +241,9 @@ def _int_at_least(minimum: int, what: str) -> Callable[[str], int]:
 def _tile_size(text: str) -> int:
     # The container header's own limit (sarcodec.codec.header), so whatever compress accepts,
     # decompress reads back; imported here, not at module level, so --help stays fast.
-    from sarcodec.codec.header import MAX_TILE_SIZE
-
-    value = _int_at_least(MODEL_STRIDE, "tile size")(text)
-    if value % MODEL_STRIDE:
-        raise argparse.ArgumentTypeError(f"tile size must be a multiple of {MODEL_STRIDE}, got {value}")
+    value = _int_at_least(TILE_STEP, "tile size")(text)
+    if value % TILE_STEP:
+        raise argparse.ArgumentTypeError(f"tile size must be a multiple of {TILE_STEP}, got {value}")
     if value > MAX_TILE_SIZE:
         raise argparse.ArgumentTypeError(f"tile size must be at most {MAX_TILE_SIZE}, got {value}")
     return value
@@ -264,8 +258,8 @@ def _check_tile_geometry(args: argparse.Namespace) -> None:
 
 def _overlap(text: str) -> int:
     value = _int_at_least(0, "overlap")(text)
-    if value % MODEL_STRIDE:
-        raise argparse.ArgumentTypeError(f"overlap must be a multiple of {MODEL_STRIDE}, got {value}")
+    if value % TILE_STEP:
+        raise argparse.ArgumentTypeError(f"overlap must be a multiple of {TILE_STEP}, got {value}")
     return value
 
 

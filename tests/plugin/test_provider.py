@@ -50,10 +50,7 @@ def test_parameters_are_documented_and_advanced_where_expected(alg_id):
 
 def test_defaults_match_the_engine_and_cli():
     from sarcodec.codec import model_store, pipeline
-    from sarcodec_plugin import bridge
 
-    assert bridge.TIFF_COMPRESSIONS == pipeline.TIFF_COMPRESSIONS
-    assert bridge.OUTPUT_DTYPES == pipeline.OUTPUT_DTYPES
     compress, decompress = algorithm("sarcodec:compress"), algorithm("sarcodec:decompress")
     copt, dopt = pipeline.CompressOptions(), pipeline.DecompressOptions()
     quality = compress.parameterDefinition("QUALITY")
@@ -77,10 +74,12 @@ def test_plugin_modules_do_not_import_torch():
 
     code = ("import sys; sys.path[:0] = [sys.argv[1], sys.argv[1] + '/engine']\n"
             "import sarcodec_plugin.provider, sarcodec_plugin.plugin\n"
-            "print('torch' in sys.modules, 'sarcodec' in sys.modules)")
+            "print('torch' in sys.modules, 'numpy' in sys.modules, "
+            "sorted(m for m in sys.modules if m.startswith('sarcodec.')))")
     out = subprocess.run([sys.executable, "-c", code, str(REPO)], capture_output=True, text=True, timeout=60,
                          env={"QT_QPA_PLATFORM": "offscreen", "PATH": "/usr/bin:/bin"})
-    assert out.stdout.split() == ["False", "False"], out.stdout + out.stderr
+    # only the engine's pure-Python vocabulary (the one list of choices every front end shares)
+    assert out.stdout.strip() == "False False ['sarcodec.vocabulary']", out.stdout + out.stderr
 
 
 def test_metadata_has_what_the_plugin_installer_needs():

@@ -45,15 +45,15 @@ import numpy as np
 from sarcodec.codec import dct_entropy
 from sarcodec.codec.domains import Domain, denormalise, from_log
 from sarcodec.errors import ContainerError
+from sarcodec.vocabulary import MAX_ERROR_DB, MIN_ERROR_DB
 
 #: The base's quantiser step is ``BASE_STEP_DB * E**BASE_STEP_POWER``: measured on the held-out groups
 #: (total bits of base plus residual), the best base step is about 10 E at E = 0.1 dB and 3.5 E at
 #: E = 1 dB; a fixed 6 E cost 2-13 % more at the ends.
 BASE_STEP_DB = 3.5
 BASE_STEP_POWER = 0.55
-#: Smallest bound: below it the residual is near-lossless float noise (a lossless GeoTIFF is better).
-MIN_ERROR_DB = 0.01
-MAX_ERROR_DB = 20.0
+#: Smallest bound (below it the residual is near-lossless float noise: a lossless GeoTIFF is better)
+#: and largest (beyond it the quality levels serve better); in ``sarcodec.vocabulary``.
 #: Safety margins against another machine's last-bit float differences (pow, BLAS summation order).
 MARGIN_DB = 1e-5
 TIE_MARGIN = 1e-6

@@ -36,8 +36,9 @@ from sarcodec.codec.dct_fit import Sample, choose_block, fit_band_params
 from sarcodec.codec.dct_model import DctModel
 from sarcodec.codec.domains import LOG_SCALE_DB, Domain, nodata_mask_of, to_log, uncodable_mask
 from sarcodec.errors import ContainerError, DamagedChunkError
+from sarcodec.vocabulary import CODEC_V2
 
-CODEC_NAME = "sarcodec-dct-v2"
+CODEC_NAME = CODEC_V2
 CHUNK_PX = 512
 #: Rate-distortion multiplier of the quantiser's decisions, in step^2 per bit (``rdo_quantize``).
 #: Measured on the held-out groups (bench/results/v2_rdo.json): 0.12 saves 3-6 % of the bits at

@@ -24,11 +24,10 @@ from typing import Any
 
 from sarcodec.errors import ModelError
 from sarcodec.resources import MODEL_ENV, default_model_path, shipped_models_dir
+from sarcodec.vocabulary import CODEC_V1, CODEC_V2
 
 MODEL_PATH_ENV = "SARCODEC_MODEL_PATH"
 MODEL_SUFFIXES = (".pt", ".npz")
-CODEC_V1 = "sarcodec-hyperprior-v1"
-CODEC_V2 = "sarcodec-dct-v2"
 
 
 def search_dirs() -> list[Path]:

@@ -42,6 +42,7 @@ from ..resources import default_model_path
 from ..runner import TileModel, run_tiled
 from ..serial_reads import SerialReads
 from ..tiling import Tile
+from ..vocabulary import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, MAX_TILE_SIZE, OUTPUT_DTYPES, TIFF_COMPRESSIONS
 from . import bounded, dct_v2, model_store
 from .container import (
     FORMAT_NAME,
@@ -77,8 +78,6 @@ SAMPLE_CHUNKS = 8  # chunks per band decoded at compression time to estimate qua
 LOG_CLIP = 30.0  # normalised log values beyond +-300 dB are not backscatter: stored losslessly instead
 MAX_LATENT = 1000.0  # latents beyond the entropy coder's symbol range mark a tile the model failed on
 
-TIFF_COMPRESSIONS = ("LZW", "DEFLATE", "ZSTD", "LERC", "NONE")
-OUTPUT_DTYPES = ("uint8", "uint16", "int16", "uint32", "int32", "float32", "float64")
 
 
 @dataclass
@@ -157,8 +156,8 @@ def inspect_raster(path: str | Path) -> RasterInfo:
 @dataclass
 class CompressOptions:
     quality: int | None = None  # None: the model's default quality
-    tile_size: int = 256
-    overlap: int = 64
+    tile_size: int = DEFAULT_TILE_SIZE
+    overlap: int = DEFAULT_OVERLAP
     device: str = "auto"
     batch_size: int | str = "auto"
     model_path: str | Path | None = None  # None: the shipped default model
@@ -240,8 +239,6 @@ def _check_quality(model: Any, quality: int | None) -> int:
 
 def _check_geometry(tile_size: int, overlap: int) -> None:
     """Options every front end passes; the upper bound is the header's, so decompress reads what compress wrote."""
-    from .header import MAX_TILE_SIZE
-
     if not isinstance(tile_size, int) or tile_size < STRIDE or tile_size % STRIDE:
         raise UsageError(f"tile size must be a positive multiple of {STRIDE}, got {tile_size!r}")
     if tile_size > MAX_TILE_SIZE:
