@@ -1,4 +1,9 @@
-"""The .npz container: round trips, plain-numpy readability, damage detection, no leftovers."""
+"""The .npz container: round trips, plain-numpy readability, damage detection, no leftovers.
+
+Every behaviour here holds for both format versions: 2 (written by default) and 1 (still read
+forever, and written on request). What only version 2 has (the compact header, its layout and its
+hostile variants) is in ``test_container_v2.py``.
+"""
 
 from __future__ import annotations
 
@@ -17,8 +22,10 @@ from hypothesis.extra import numpy as hnp
 
 from sarcodec.codec.container import (
     FORMAT_VERSION,
+    HEADER_MEMBER,
     KINDS,
     MAGIC,
+    MEMBER,
     PREFIX,
     ContainerReader,
     ContainerWriter,
@@ -48,19 +55,29 @@ def _records(seed: int = 0) -> list[tuple[int, int, int, str, bytes]]:
     return out
 
 
-def _write(path, records=None, header=None) -> list[tuple[int, int, int, str, bytes]]:
+VERSIONS = pytest.mark.parametrize("version", [2, 1], ids=["v2", "v1"])
+
+
+def _write(path, records=None, header=None, version=FORMAT_VERSION) -> list[tuple[int, int, int, str, bytes]]:
     records = _records() if records is None else records
-    with ContainerWriter(path) as w:
+    with ContainerWriter(path, format_version=version) as w:
         for rec in records:
             w.add(*rec)
         w.finish(HEADER if header is None else header)
     return records
 
 
-@pytest.fixture
-def container(tmp_path):
+@pytest.fixture(params=[2, 1], ids=["v2", "v1"])
+def container(tmp_path, request):
+    """A container of every record kind, in each format version (``request.param``)."""
     path = tmp_path / "scene.npz"
-    return path, _write(path)
+    return path, _write(path, version=request.param)
+
+
+@pytest.fixture
+def container_v1(tmp_path):
+    path = tmp_path / "scene.npz"
+    return path, _write(path, version=1)
 
 
 def _only(path) -> list[str]:
@@ -70,10 +87,17 @@ def _only(path) -> list[str]:
 # -- round trip -----------------------------------------------------------------------------------
 
 
+def test_default_format_is_version_2(tmp_path):
+    assert FORMAT_VERSION == 2
+    _write(tmp_path / "a.npz", header={})
+    with ContainerReader(tmp_path / "a.npz") as r, zipfile.ZipFile(tmp_path / "a.npz") as zf:
+        assert r.version == 2 and r.header["format_version"] == 2 and zf.namelist() == [MEMBER]
+
+
 def test_round_trip_records_and_header(container):
     path, records = container
     with ContainerReader(path) as r:
-        assert r.version == FORMAT_VERSION
+        assert r.version in (1, 2)
         for key in HEADER:
             assert r.header[key] == HEADER[key]
         assert r.header["format"] == "sarcodec" and r.header["records"] == len(records)
@@ -93,13 +117,13 @@ def test_round_trip_records_and_header(container):
         assert summary["file_bytes"] == path.stat().st_size
 
 
-def test_numpy_can_read_it_without_pickle(container):
-    path, records = container
+def test_numpy_can_read_version_1_without_pickle(container_v1):
+    path, records = container_v1
     with np.load(path, allow_pickle=False) as z:
         assert sorted(z.files) == ["header", "index", "payload"]
         raw = z["header"].tobytes()
         magic, version, crc = PREFIX.unpack_from(raw)
-        assert magic == MAGIC and version == FORMAT_VERSION and crc == zlib.crc32(raw[PREFIX.size:])
+        assert magic == MAGIC and version == 1 and crc == zlib.crc32(raw[PREFIX.size:])
         header = json.loads(raw[PREFIX.size:])
         index, payload = z["index"], z["payload"]
     assert header["quality"] == 3 and index.shape == (len(records), 7) and index.dtype == np.int64
@@ -108,33 +132,47 @@ def test_numpy_can_read_it_without_pickle(container):
         assert payload[off : off + n].tobytes() == data and zlib.crc32(data) == crc32
 
 
-def test_output_is_deterministic_and_final_only(tmp_path):
+@VERSIONS
+def test_output_is_deterministic_and_final_only(tmp_path, version):
     a, b = tmp_path / "a.npz", tmp_path / "b.npz"
-    _write(a)
-    _write(b)
+    _write(a, version=version)
+    _write(b, version=version)
     assert a.read_bytes() == b.read_bytes()
     assert _only(tmp_path) == ["a.npz", "b.npz"]
 
 
-def test_small_file_overhead_is_small(tmp_path):
+@VERSIONS
+def test_small_file_overhead_is_small(tmp_path, version):
     path = tmp_path / "chip.npz"
-    with ContainerWriter(path) as w:
+    with ContainerWriter(path, format_version=version) as w:
         w.add(0, 0, 0, "latent", b"x" * 100)
         w.finish({"shape": [1, 100, 100], "dtype": "uint16", "domain": "amplitude_dn"})
-    assert path.stat().st_size - 100 < 900  # about 0.7 bpp on a 100x100 chip, before geo metadata
+    # version 1: about 0.7 bpp on a 100x100 chip before geo metadata; version 2: 0.16 bpp (198 bytes)
+    assert path.stat().st_size - 100 < {1: 900, 2: 210}[version]
 
 
-def test_zip64_layout_is_read(tmp_path, monkeypatch):
+@VERSIONS
+def test_zip64_layout_is_read(tmp_path, monkeypatch, version):
     """Scenes over 4 GiB need zip64 headers; exercise that path with a lowered limit."""
     monkeypatch.setattr(zipfile, "ZIP64_LIMIT", 2000)
     path = tmp_path / "z64.npz"
     records = [(0, 0, i, "latent", os.urandom(1500)) for i in range(4)]
-    _write(path, records=records, header={})
+    _write(path, records=records, header={}, version=version)
     monkeypatch.undo()
+    with zipfile.ZipFile(path) as zf:
+        assert all(i.extra for i in zf.infolist() if i.file_size > 2000)  # really zip64
     with ContainerReader(path) as r:
         assert [r.read(*rec[:4]) for rec in records] == [rec[4] for rec in records]
     with np.load(path, allow_pickle=False) as z:
-        assert z["payload"].size == 6000
+        assert z["payload" if version == 1 else MEMBER].size >= 6000
+
+
+def test_no_zip64_below_its_limit(tmp_path):
+    """Zip64 records cost 20-32 bytes a member: only a file that needs them has them."""
+    path = tmp_path / "small.npz"
+    _write(path, records=[(0, 0, 0, "latent", os.urandom(5000))], header={})
+    with zipfile.ZipFile(path) as zf:
+        assert [i.extra for i in zf.infolist()] == [b""]
 
 
 def test_spill_folder_can_differ_from_destination(tmp_path):
@@ -148,17 +186,19 @@ def test_spill_folder_can_differ_from_destination(tmp_path):
     assert _only(spill) == [] and _only(out) == ["a.npz"]
 
 
-def test_empty_container(tmp_path):
+@VERSIONS
+def test_empty_container(tmp_path, version):
     path = tmp_path / "empty.npz"
-    _write(path, records=[], header={})
+    _write(path, records=[], header={}, version=version)
     with ContainerReader(path) as r:
         assert len(r) == 0 and r.records() == [] and r.verify() == []
 
 
-def test_streams_in_and_out(tmp_path):
+@VERSIONS
+def test_streams_in_and_out(tmp_path, version):
     out = io.BytesIO()
     records = _records(1)
-    with ContainerWriter(out, tmp_dir=tmp_path) as w:
+    with ContainerWriter(out, tmp_dir=tmp_path, format_version=version) as w:
         for rec in records:
             w.add(*rec)
         size = w.finish(HEADER)
@@ -184,9 +224,10 @@ def test_streams_in_and_out(tmp_path):
             assert [r.read(*rec[:4]) for rec in records] == [rec[4] for rec in records]
 
 
-def test_reading_one_chunk_does_not_read_the_payload(tmp_path):
+@VERSIONS
+def test_reading_one_chunk_does_not_read_the_payload(tmp_path, version):
     path = tmp_path / "big.npz"
-    with ContainerWriter(path) as w:
+    with ContainerWriter(path, format_version=version) as w:
         w.add(0, 0, 0, "latent", os.urandom(4 << 20))
         w.add(0, 0, 1, "latent", b"small")
         w.finish({})
@@ -342,9 +383,9 @@ def test_flipped_payload_bit_names_the_chunk(container, tmp_path):
 
 
 def _rebuild(path, *, header_raw: bytes | None = None, index: np.ndarray | None = None,
-             payload: bytes | None = None, version: int = FORMAT_VERSION, fix_crc: bool = True,
+             payload: bytes | None = None, version: int = 1, fix_crc: bool = True,
              header_update: dict | None = None) -> None:
-    """Rewrite a container's members (valid zip, valid npy) with chosen content."""
+    """Rewrite a version-1 container's members (valid zip, valid npy) with chosen content."""
     with np.load(path, allow_pickle=False) as z:
         raw, idx, pay = z["header"].tobytes(), z["index"], z["payload"].tobytes()
     body = raw[PREFIX.size:]
@@ -364,8 +405,8 @@ def _rebuild(path, *, header_raw: bytes | None = None, index: np.ndarray | None 
             zf.writestr(name, buf.getvalue())
 
 
-def test_header_damage_and_versions(container):
-    path, _ = container
+def test_header_damage_and_versions(container_v1):
+    path, _ = container_v1
     original = path.read_bytes()
 
     def check(match, **kw):
@@ -374,7 +415,7 @@ def test_header_damage_and_versions(container):
         with pytest.raises(ContainerError, match=match):
             ContainerReader(path)
 
-    check("version 2", version=2)
+    check("version 2", version=2)  # a version-2 prefix in the version-1 layout
     check("version 0", version=0)
     check("header checksum", header_update={"quality": 4}, fix_crc=False)
     check("bad magic", header_raw=b"NOTSARCO" + b"\0" * 20)
@@ -388,8 +429,8 @@ def test_header_damage_and_versions(container):
     check("payload", header_update={"payload_bytes": 10**9})
 
 
-def test_hostile_index_is_rejected(container):
-    path, _ = container
+def test_hostile_index_is_rejected(container_v1):
+    path, _ = container_v1
     original = path.read_bytes()
     with np.load(path, allow_pickle=False) as z:
         index = z["index"].copy()
@@ -418,13 +459,16 @@ def test_hostile_index_is_rejected(container):
 
 
 def test_flipped_header_bits_are_detected(container, tmp_path):
+    """Version 1: the deflated header member; version 2: everything before the payload."""
     path, _ = container
     data = path.read_bytes()
     with zipfile.ZipFile(path) as zf:
-        info = zf.getinfo("header.npy")
+        info = zf.getinfo(HEADER_MEMBER if HEADER_MEMBER in zf.namelist() else MEMBER)
     start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+    with ContainerReader(path) as r:
+        end = start + info.compress_size if info.filename == HEADER_MEMBER else r._payload_start
     detected = 0
-    for pos in range(start, start + info.compress_size):
+    for pos in range(start, end):
         flipped = bytearray(data)
         flipped[pos] ^= 1 << (pos % 8)
         try:
@@ -433,7 +477,9 @@ def test_flipped_header_bits_are_detected(container, tmp_path):
                 assert {k: r.header[k] for k in HEADER} == HEADER
         except ContainerError:
             detected += 1
-    assert detected >= 0.95 * info.compress_size  # the rest decoded to the very same header
+    if info.filename == MEMBER:
+        assert detected == end - start  # the .npy header and the CRC-32 cover every byte
+    assert detected >= 0.95 * (end - start)  # the rest decoded to the very same header
 
 
 def test_every_byte_flip_is_detected_or_harmless(container, tmp_path):
@@ -487,9 +533,11 @@ def test_missing_file_is_a_file_error(tmp_path):
 
 def test_payload_must_be_stored_not_deflated(container):
     path, _ = container
-    with np.load(path, allow_pickle=False) as z:
-        members = {k: z[k] for k in z.files}
-    np.savez_compressed(path, **members)
+    with zipfile.ZipFile(path) as zf:
+        members = {i.filename: zf.read(i) for i in zf.infolist()}
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
     with pytest.raises(ContainerError, match="compressed"):
         ContainerReader(path)
 
@@ -508,24 +556,24 @@ def test_random_bytes_only_raise_container_error(data):
         pass
 
 
-_VALID: dict[str, bytes] = {}
+_VALID: dict[int, bytes] = {}
 
 
-def _valid_bytes() -> bytes:
-    if "v" not in _VALID:
+def _valid_bytes(version: int) -> bytes:
+    if version not in _VALID:
         buf = io.BytesIO()
-        with ContainerWriter(buf) as w:
+        with ContainerWriter(buf, format_version=version) as w:
             for rec in _records(3)[:5]:
                 w.add(*rec)
             w.finish(HEADER)
-        _VALID["v"] = buf.getvalue()
-    return _VALID["v"]
+        _VALID[version] = buf.getvalue()
+    return _VALID[version]
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_mutated_containers_only_raise_container_error(data):
-    blob = bytearray(_valid_bytes())
+    blob = bytearray(_valid_bytes(data.draw(st.sampled_from([2, 1]), label="version")))
     for _ in range(data.draw(st.integers(1, 4))):
         op = data.draw(st.sampled_from(["flip", "set", "cut", "insert", "delete"]))
         pos = data.draw(st.integers(0, max(0, len(blob) - 1)))

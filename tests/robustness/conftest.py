@@ -20,7 +20,16 @@ import numpy as np
 import pytest
 
 from sarcodec import cli
-from sarcodec.codec.container import INDEX_MEMBER, MAGIC, PAYLOAD_MEMBER, PREFIX, ContainerReader
+from sarcodec.codec.container import (
+    INDEX_MEMBER,
+    MAGIC,
+    MEMBER,
+    PAYLOAD_MEMBER,
+    PREFIX,
+    ContainerReader,
+    npy_header,
+    pack_index,
+)
 from tests.cli.conftest import write_scene
 from tests.conftest import speckled_scene
 
@@ -143,19 +152,34 @@ def container_parts(path: Path) -> tuple[dict, np.ndarray, bytes]:
     return header, index, payload
 
 
-def craft_container(path: Path, header: dict, index: np.ndarray, payload: bytes, *, version: int = 1,
-                    fix_crcs: bool = True) -> Path:
+def craft_container(path: Path, header: dict, index: np.ndarray, payload: bytes, *, version: int | None = None,
+                    fix_crcs: bool = True, layout: int = 1) -> Path:
     """Write a container by hand, bypassing the writer's validation: what a hostile tool could produce.
 
-    With ``fix_crcs`` the header CRC and ``index_crc32`` are recomputed, so only the content under
-    test is wrong, not the checksums that would otherwise catch it first.
+    ``layout`` is the format version whose layout is written (1: three members, the JSON header as
+    is; 2: one member, the compact header, the container's own keys derived by the reader) and
+    ``version`` the version its prefix claims (default: the layout's). With ``fix_crcs`` the
+    checksums are recomputed, so only the content under test is wrong, not the checksums that would
+    otherwise catch it first.
     """
+    from sarcodec.codec.compact_header import encode_compact, put_varint
     from sarcodec.codec.container import _npy_bytes
 
+    version = layout if version is None else version
     header = dict(header)
     index = np.ascontiguousarray(np.asarray(index, dtype="<i8"))
+    if layout == 2:
+        block = pack_index(index) + encode_compact(header)
+        sized = put_varint(len(block)) + block
+        data = PREFIX.pack(MAGIC, version, zlib.crc32(sized) ^ (0 if fix_crcs else 1)) + sized + payload
+        with zipfile.ZipFile(path, "w") as zf:
+            zf.writestr(MEMBER, npy_header(len(data)) + data, compress_type=zipfile.ZIP_STORED)
+        return path
     if fix_crcs:
         header["index_crc32"] = zlib.crc32(index.tobytes())
+    header.setdefault("format_version", version)
+    if header["format_version"] in (1, 2):  # a version-2 file's header, now in the version-1 layout
+        header["format_version"] = version
     body = json.dumps(header, separators=(",", ":")).encode()
     blob = PREFIX.pack(MAGIC, version, zlib.crc32(body)) + body
     with zipfile.ZipFile(path, "w") as zf:
@@ -163,6 +187,14 @@ def craft_container(path: Path, header: dict, index: np.ndarray, payload: bytes,
         zf.writestr(INDEX_MEMBER, _npy_bytes(index), compress_type=zipfile.ZIP_DEFLATED)
         zf.writestr(PAYLOAD_MEMBER, _npy_bytes(np.frombuffer(payload, np.uint8)), compress_type=zipfile.ZIP_STORED)
     return path
+
+
+def header_span(path: Path) -> tuple[int, int]:
+    """File offsets [start, end) of a version-2 container's header: .npy header, prefix, index, compact header."""
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(MEMBER)
+    with ContainerReader(path) as reader:
+        return info.header_offset + 30 + len(info.filename) + len(info.extra), reader._payload_start
 
 
 def member_span(path: Path, member: str) -> tuple[int, int]:

@@ -98,5 +98,5 @@ def test_hostile_header_fields_only_raise_typed_errors(tmp_path_factory, small_c
         except (KeyError, IndexError, TypeError):  # an earlier mutation replaced a parent
             continue
     target = tmp_path_factory.mktemp("hfuzz") / "h.npz"
-    craft_container(target, header, index, payload)
+    craft_container(target, header, index, payload, layout=data.draw(st.sampled_from([2, 1]), label="layout"))
     _decode_or_refuse(target, data.draw(st.booleans(), label="salvage"))

@@ -1,19 +1,29 @@
 """The ``.npz`` container: a streaming, checksummed record store readable by ``numpy.load``.
 
-Layout (see ``docs/container.md`` for the full specification): a zip archive of three ``.npy``
-members, in this order,
+Layout (see ``docs/container.md`` for the full specification). Format version 2, written by
+default, is a zip archive of one stored ``.npy`` uint8 array, member ``c``::
 
-``header.npy``  (deflated) uint8: 16-byte prefix ``b"SARCODEC" + u32 version + u32 crc32(json)``
-                followed by compact UTF-8 JSON (format, version, records, payload size, index crc32
-                and everything the codec needs: model, quality, shape, dtype, domain, stats, geo).
-``index.npy``   (deflated) int64 (R, 7): band, chunk_row, chunk_col, kind, offset, length, crc32.
-``payload.npy`` (stored)   uint8: all record bytes, concatenated in the order they were added.
+    16-byte prefix  b"SARCODEC" + u32 version (2) + u32 crc32(what follows, up to the payload)
+    varint H, then H bytes: the index (record keys, lengths and CRCs; offsets implicit) and the
+                            compact header body (``compact_header``: deflated with a preset dictionary)
+    payload         every record's bytes, concatenated in index order
 
-Why this shape: three members keep the per-file overhead to a few hundred bytes (it matters on
-100x100 chips); the payload is stored, not deflated (it is entropy-coded already), so a reader can
-seek straight to one chunk without reading the rest; every byte of the payload is covered by exactly
-one record CRC and every structural field by the header CRC (which is itself behind the version
-prefix), so any damage is found and reported as "which record" or "which part".
+Version 1 (still read, and written on request: ``ContainerWriter(..., format_version=1)``) has three
+members: ``header.npy`` (prefix + JSON), ``index.npy`` (int64 rows) and ``payload.npy``.
+
+Why this shape: the per-file overhead matters on 64x64 chips, whose payload is one or two KB.
+Version 1 spent about 1.4 KB on them (three zip members and ``.npy`` headers, the WKT, the JSON key
+names); version 2 spends 252 (``bench/results/overhead.md``): one zip member (100 bytes of zip
+structure), a minimal ``.npy`` header, an index without offsets, EPSG codes for WKT and a
+dictionary-primed deflate of the header.
+The payload is stored, not deflated (it is entropy-coded already), so a reader can seek straight to
+one chunk without reading the rest; every byte of the payload is covered by exactly one record CRC
+and every structural field by the header CRC (which is itself behind the version prefix), so any
+damage is found and reported as "which record" or "which part".
+
+The header is a dict in and a dict out in both versions (``ContainerWriter.finish(header)``,
+``ContainerReader.header``): the compact encoding is this module's and ``compact_header``'s affair,
+and every key comes back with the same value (the container's own keys are filled in).
 
 Writing streams: records go to a hidden ``.part`` spill file next to the destination as they are
 produced, so memory does not grow with the scene; ``finish`` builds the zip into another hidden
@@ -45,6 +55,7 @@ from typing import IO, Any, BinaryIO
 import numpy as np
 import numpy.lib.format as npformat
 
+from sarcodec.codec.compact_header import decode_compact, encode_compact, put_varint, read_varint
 from sarcodec.codec.header import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -54,9 +65,11 @@ from sarcodec.codec.header import (
     MAX_DIM,
     MAX_HEADER_BYTES,
     MAX_RECORDS,
+    READABLE_VERSIONS,
     RESERVED_KEYS,
     SUPPORTED_DTYPES,
     ContainerHeader,
+    HeaderError,
     check_block,
     check_header_budget,
     check_records,
@@ -69,6 +82,10 @@ MAGIC = b"SARCODEC"
 #: magic (8 bytes) + little-endian u32 format version + little-endian u32 crc32 of the JSON bytes
 PREFIX = struct.Struct("<8sII")
 
+#: Format version 2: the one member (a short name: it is written twice, in the local header and the
+#: zip directory). ``numpy.load(path)["c"]`` is the whole array.
+MEMBER = "c"
+#: Format version 1: three members.
 HEADER_MEMBER = "header.npy"
 INDEX_MEMBER = "index.npy"
 PAYLOAD_MEMBER = "payload.npy"
@@ -90,6 +107,15 @@ _COPY_BLOCK = 1 << 20
 _LOCAL_HEADER = struct.Struct("<4s5H3L2H")
 _RESERVED_KEYS = RESERVED_KEYS
 _SUPPORTED_DTYPES = SUPPORTED_DTYPES
+
+#: Version-2 index: widths (bytes) a column may be stored in, coded 0-4 in 3 bits per column; the
+#: columns so stored, in this order (length, kind, band, chunk_row, chunk_col: a chip's widths code is
+#: below 128, one varint byte); the CRC column is always 4 bytes and offsets are implicit (records
+#: lie in the payload in index order, back to back).
+_INDEX_WIDTHS = (0, 1, 2, 4, 8)
+_INDEX_STORED = (5, 3, 0, 1, 2)
+#: The most bytes a version-2 header block (index and compact body) may claim.
+MAX_HEADER_BLOCK = 2 * MAX_HEADER_BYTES + MAX_RECORDS * (len(INDEX_COLUMNS) * 8) + 64
 
 
 def kind_code(kind: str | int) -> int:
@@ -327,6 +353,71 @@ def check_raster_metadata_fits(source: str | os.PathLike[str], *, crs: str | Non
 
 
 # --------------------------------------------------------------------------------------------------
+# version-2 layout: the index and the .npy header
+
+
+def pack_index(index: np.ndarray) -> bytes:
+    """Version-2 index bytes: record count, column widths, then the columns (offsets left out).
+
+    Each of band, chunk_row, chunk_col, kind and length is stored in the fewest bytes (0, 1, 2, 4
+    or 8; 0 when the column is all zero) that hold its largest value; the CRC column in 4. A chip's
+    one record costs 8 bytes, where version 1 spent 56 and a zip member of its own.
+    """
+    n = int(index.shape[0])
+    codes = 0
+    parts = []
+    for i, col in enumerate(_INDEX_STORED):
+        top = int(index[:, col].max()) if n else 0
+        code = next(c for c, w in enumerate(_INDEX_WIDTHS) if top < 1 << (8 * w))
+        codes |= code << (3 * i)
+        if _INDEX_WIDTHS[code]:
+            parts.append(index[:, col].astype(f"<u{_INDEX_WIDTHS[code]}").tobytes())
+    parts.append(index[:, 6].astype("<u4").tobytes())
+    return put_varint(n) + put_varint(codes) + b"".join(parts)
+
+
+def unpack_index(block: bytes, payload_bytes: int) -> tuple[np.ndarray, int]:
+    """Inverse of :func:`pack_index` for a payload of ``payload_bytes``: the (R, 7) index and the
+    position after it. Sizes are checked before anything is allocated; offsets are rebuilt, so the
+    records tile the payload by construction once their lengths add up to it."""
+    n, pos = read_varint(block, 0, "index")
+    if n > MAX_RECORDS:
+        raise ContainerError(f"index claims {n} records, more than the {MAX_RECORDS} allowed")
+    codes, pos = read_varint(block, pos, "index")
+    widths = [(codes >> (3 * i)) & 7 for i in range(len(_INDEX_STORED))]
+    if codes >> (3 * len(_INDEX_STORED)) or any(c >= len(_INDEX_WIDTHS) for c in widths):
+        raise ContainerError("index has an unknown column layout")
+    need = n * (sum(_INDEX_WIDTHS[c] for c in widths) + 4)
+    if need > len(block) - pos:
+        raise ContainerError("index is truncated")
+    arr = np.zeros((n, len(INDEX_COLUMNS)), dtype="<i8")
+    for col, code in zip((*_INDEX_STORED, 6), (*widths, 3), strict=True):
+        w = _INDEX_WIDTHS[code]
+        if not w:
+            continue
+        values = np.frombuffer(block, dtype=f"<u{w}", count=n, offset=pos)
+        pos += n * w
+        if w == 8 and n and int(values.max()) > 2**62:
+            raise ContainerError(f"index column {INDEX_COLUMNS[col]} has out-of-range fields")
+        arr[:, col] = values
+    lengths = arr[:, 5]
+    if n:
+        ends = np.cumsum(lengths.astype(np.uint64))  # each <= 2**62: a wrap shows as a decrease
+        if np.any(ends[1:] < ends[:-1]) or int(ends[-1]) != payload_bytes:
+            raise ContainerError("index records do not tile the payload (overlap, gap or past the end)")
+        arr[:, 4] = ends.astype(np.int64) - lengths
+    elif payload_bytes != 0:
+        raise ContainerError("payload has bytes but the index no records")
+    return arr, pos
+
+
+def npy_header(length: int) -> bytes:
+    """The shortest ``.npy`` (1.0) header numpy reads for a 1-D uint8 array (``numpy.save`` pads to 128)."""
+    text = f"{{'descr':'|u1','fortran_order':False,'shape':({int(length)},)}}\n".encode("latin1")
+    return npformat.MAGIC_PREFIX + b"\x01\x00" + struct.pack("<H", len(text)) + text
+
+
+# --------------------------------------------------------------------------------------------------
 # writer
 
 
@@ -376,11 +467,16 @@ class ContainerWriter:
     temp folder for streams). ``finish(header)`` assembles the zip in another hidden ``.part`` file
     next to the destination and renames it into place (or copies it to the stream); ``abort()``, or
     leaving a ``with`` block by an exception or without ``finish``, removes every temporary file.
-    ``add`` is thread-safe, so chunks may be entropy-coded in parallel.
+    ``add`` is thread-safe, so chunks may be entropy-coded in parallel. ``format_version`` picks
+    the layout (``docs/container.md``); the header dict given to ``finish`` is the same for both.
     """
 
     def __init__(self, destination: str | os.PathLike[str] | BinaryIO, *,
-                 tmp_dir: str | os.PathLike[str] | None = None) -> None:
+                 tmp_dir: str | os.PathLike[str] | None = None, format_version: int = FORMAT_VERSION) -> None:
+        if format_version not in READABLE_VERSIONS:
+            raise ValueError(f"format_version must be one of {READABLE_VERSIONS}, not {format_version!r}")
+        #: 2 (the default, compact) or 1 (the layout of sarcodec 0.1.0, for readers that predate 2)
+        self.format_version = int(format_version)
         self._stream: IO[bytes] | None = None
         self.path: Path | None = None
         if isinstance(destination, (str, os.PathLike)) and os.fspath(destination) != "-":
@@ -464,10 +560,11 @@ class ContainerWriter:
             return len(self._rows) - 1
 
     def _header_bytes(self, header: Mapping[str, Any], index: np.ndarray) -> bytes:
+        """What precedes the payload: version 1's ``header.npy`` content or version 2's prefix and block."""
         if not isinstance(header, Mapping):
             raise ValueError("container header must be a dict")
         full = {k: v for k, v in header.items() if k not in _RESERVED_KEYS}
-        full = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "records": int(index.shape[0]),
+        full = {"format": FORMAT_NAME, "format_version": self.format_version, "records": int(index.shape[0]),
                 "payload_bytes": int(self._size), "index_crc32": zlib.crc32(index.tobytes()), **full}
         try:
             text = json.dumps(full, separators=(",", ":"), ensure_ascii=False, allow_nan=False,
@@ -475,17 +572,47 @@ class ContainerWriter:
             body = text.encode("utf-8")
         except (TypeError, ValueError) as exc:
             raise ValueError(f"container header is not plain JSON: {exc}") from None
-        problem = header_problem(json.loads(text))  # validate what readers will see (tuples -> lists)
+        plain = json.loads(text)  # what readers will see (tuples -> lists, numpy scalars -> numbers)
+        problem = header_problem(plain)
         if problem:
             raise ValueError(f"invalid container header: {problem}")
         if len(body) + PREFIX.size > MAX_HEADER_BYTES:  # a caller that skipped check_raster_metadata_fits
             raise InputFileError(f"{self.name}: the container header would be {len(body) + PREFIX.size} bytes, "
                                  f"more than the {MAX_HEADER_BYTES >> 20} MiB a container holds (large tags? "
                                  "remove them first, e.g. with gdal_edit.py -unsetmd)")
-        return PREFIX.pack(MAGIC, FORMAT_VERSION, zlib.crc32(body)) + body
+        if self.format_version == 1:
+            return PREFIX.pack(MAGIC, 1, zlib.crc32(body)) + body
+        compact = encode_compact(plain)
+        # Read it back before publishing: a header that would not come back identical is a bug here,
+        # and must never become a file that decodes with different metadata.
+        if json.dumps(decode_compact(compact)) != json.dumps({k: plain[k] for k in plain if k not in _RESERVED_KEYS}):
+            raise RuntimeError("the compact header does not read back identically (please report this)")
+        block = pack_index(index) + compact
+        sized = put_varint(len(block)) + block
+        return PREFIX.pack(MAGIC, 2, zlib.crc32(sized)) + sized
+
+    def _copy_payload(self, out: IO[bytes]) -> None:
+        self._spill.flush()
+        self._spill.seek(0)
+        remaining = self._size
+        while remaining:
+            block = self._spill.read(min(_COPY_BLOCK, remaining))
+            if not block:
+                raise OSError(f"temporary file {self._spill_path} is shorter than expected")
+            out.write(block)
+            remaining -= len(block)
 
     def _write_zip(self, fp: IO[bytes], header_blob: bytes, index: np.ndarray) -> None:
         with zipfile.ZipFile(fp, "w", allowZip64=True) as zf:
+            if self.format_version == 2:
+                head = npy_header(len(header_blob) + self._size) + header_blob
+                info = zipfile.ZipInfo(MEMBER, date_time=_ZIP_DATE)
+                info.compress_type = zipfile.ZIP_STORED
+                info.file_size = len(head) + self._size  # lets zipfile decide on zip64 (only when needed)
+                with zf.open(info, "w") as out:
+                    out.write(head)
+                    self._copy_payload(out)
+                return
             for name, array in ((HEADER_MEMBER, np.frombuffer(header_blob, dtype=np.uint8)),
                                 (INDEX_MEMBER, index)):
                 info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
@@ -499,15 +626,7 @@ class ContainerWriter:
             info.file_size = len(npy_head.getvalue()) + self._size  # lets zipfile decide on zip64
             with zf.open(info, "w") as out:
                 out.write(npy_head.getvalue())
-                self._spill.flush()
-                self._spill.seek(0)
-                remaining = self._size
-                while remaining:
-                    block = self._spill.read(min(_COPY_BLOCK, remaining))
-                    if not block:
-                        raise OSError(f"temporary file {self._spill_path} is shorter than expected")
-                    out.write(block)
-                    remaining -= len(block)
+                self._copy_payload(out)
 
     def finish(self, header: Mapping[str, Any]) -> int:
         """Assemble the container with ``header`` (a JSON-able dict) and put it in place.
@@ -642,13 +761,61 @@ class ContainerReader:
         except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError):
             raise self._err("not a sarcodec container (not a zip archive, or truncated)") from None
         infos = {i.filename: i for i in self._zip.infolist()}
-        missing = [m for m in (HEADER_MEMBER, INDEX_MEMBER, PAYLOAD_MEMBER) if m not in infos]
+        if MEMBER in infos:
+            self._open_v2(infos[MEMBER])
+            return
+        if HEADER_MEMBER not in infos:
+            raise self._err(f"not a sarcodec container (no {MEMBER} or {HEADER_MEMBER} member)")
+        missing = [m for m in (INDEX_MEMBER, PAYLOAD_MEMBER) if m not in infos]
         if missing:
             raise self._err(f"not a sarcodec container (no {missing[0]} member)")
-        self.header = self._read_header(infos[HEADER_MEMBER])
-        self._index = self._read_index(infos[INDEX_MEMBER])
-        self._payload_start = self._locate_payload(infos[PAYLOAD_MEMBER])
+        self.header = self._read_header_v1(infos[HEADER_MEMBER])
+        self._index = self._check_index(self._read_index_v1(infos[INDEX_MEMBER]))
+        self._payload_start, _ = self._locate_array(infos[PAYLOAD_MEMBER], (self.payload_bytes,), "payload member")
 
+    # -- version 2 ------------------------------------------------------------------------------
+    def _open_v2(self, info: zipfile.ZipInfo) -> None:
+        """One stored array: prefix, header block (index + compact header), payload. Nothing past the
+        header block is read here, and every length is held against the bytes really there first."""
+        start, length = self._locate_array(info, None, "container member")
+        fp = self._fp
+        fp.seek(start)
+        head = fp.read(min(length, PREFIX.size + 9))
+        if len(head) < PREFIX.size:
+            raise self._err("header is truncated")
+        magic, version, crc = PREFIX.unpack_from(head)
+        if magic != MAGIC:
+            raise self._err("not a sarcodec container (bad magic in header)")
+        if version != 2:
+            raise self._err(f"unsupported container format version {version} "
+                            f"(this sarcodec reads versions {', '.join(map(str, READABLE_VERSIONS))})")
+        try:
+            size, pos = read_varint(head, PREFIX.size)
+        except HeaderError:
+            raise self._err("header is truncated or its length damaged") from None
+        if size > MAX_HEADER_BLOCK:
+            raise self._err(f"header claims {size} bytes, more than the {MAX_HEADER_BLOCK} allowed")
+        if size > length - pos:
+            raise self._err(f"header claims {size} bytes, more than the file holds (truncated or damaged)")
+        fp.seek(start + pos)
+        block = fp.read(size)
+        if len(block) != size:
+            raise self._err("header is truncated")
+        if zlib.crc32(block, zlib.crc32(head[PREFIX.size:pos])) != crc:
+            raise self._err("header checksum mismatch (the file is damaged)")
+        payload = length - pos - size
+        try:
+            index, used = unpack_index(block, payload)
+            body = decode_compact(block[used:])
+        except ContainerError as exc:
+            raise self._err(str(exc)) from None
+        header = {"format": FORMAT_NAME, "format_version": 2, "records": int(index.shape[0]),
+                  "payload_bytes": payload, "index_crc32": zlib.crc32(index.tobytes()), **body}
+        self.header = self._check_header(header, 2)
+        self._index = self._check_index(index)
+        self._payload_start = start + pos + size
+
+    # -- version 1 ------------------------------------------------------------------------------
     def _member_bytes(self, info: zipfile.ZipInfo, limit: int, what: str) -> bytes:
         if info.file_size > limit:
             raise self._err(f"{what} claims {info.file_size} bytes, more than the {limit} allowed")
@@ -673,7 +840,7 @@ class ContainerReader:
             raise self._err(f"{what} is not a valid .npy array")
         return arr
 
-    def _read_header(self, info: zipfile.ZipInfo) -> dict[str, Any]:
+    def _read_header_v1(self, info: zipfile.ZipInfo) -> dict[str, Any]:
         arr = self._load_npy(self._member_bytes(info, MAX_HEADER_BYTES + 4096, "header"), "header")
         if arr.dtype != np.uint8 or arr.ndim != 1 or arr.size < PREFIX.size:
             raise self._err("header member has the wrong type or size")
@@ -681,9 +848,9 @@ class ContainerReader:
         magic, version, crc = PREFIX.unpack_from(raw)
         if magic != MAGIC:
             raise self._err("not a sarcodec container (bad magic in header)")
-        if version != FORMAT_VERSION:
-            raise self._err(f"unsupported container format version {version} "
-                            f"(this sarcodec reads version {FORMAT_VERSION})")
+        if version != 1:
+            raise self._err(f"unsupported container format version {version} in a version-1 layout "
+                            f"(this sarcodec reads versions {', '.join(map(str, READABLE_VERSIONS))})")
         body = raw[PREFIX.size:]
         if zlib.crc32(body) != crc:
             raise self._err("header checksum mismatch (the file is damaged)")
@@ -697,6 +864,25 @@ class ContainerReader:
             raise self._err("header is not valid JSON") from None
         if not isinstance(header, dict):
             raise self._err("header is not a JSON object")
+        return self._check_header(header, 1)
+
+    def _read_index_v1(self, info: zipfile.ZipInfo) -> np.ndarray:
+        n = int(self.header["records"])
+        ncol = len(INDEX_COLUMNS)
+        arr = self._load_npy(self._member_bytes(info, 4096 + n * ncol * 8, "index"), "index")
+        if arr.dtype != np.dtype("<i8") or arr.shape != (n, ncol):
+            raise self._err(f"index has shape {arr.shape} and type {arr.dtype}, expected ({n}, {ncol}) int64")
+        arr = np.ascontiguousarray(arr)
+        if zlib.crc32(arr.tobytes()) != self.header["index_crc32"]:
+            raise self._err("index checksum mismatch (the file is damaged)")
+        return arr
+
+    # -- both versions --------------------------------------------------------------------------
+    def _check_header(self, header: dict[str, Any], version: int) -> dict[str, Any]:
+        """The one schema (``ContainerHeader``) over the header dict, whichever layout it came from."""
+        if header.get("format_version") != version:
+            raise self._err(f"header format_version {str(header.get('format_version'))[:20]!r} differs from "
+                            f"the file's version {version} (the file is damaged)")
         problem = header_problem(header)
         if problem:
             raise self._err(problem)
@@ -708,15 +894,9 @@ class ContainerReader:
                 raise self._err(f"header field {missing[0]!r} is missing (the file is damaged or not ours)")
         return header
 
-    def _read_index(self, info: zipfile.ZipInfo) -> np.ndarray:
-        n = int(self.header["records"])
-        ncol = len(INDEX_COLUMNS)
-        arr = self._load_npy(self._member_bytes(info, 4096 + n * ncol * 8, "index"), "index")
-        if arr.dtype != np.dtype("<i8") or arr.shape != (n, ncol):
-            raise self._err(f"index has shape {arr.shape} and type {arr.dtype}, expected ({n}, {ncol}) int64")
-        arr = np.ascontiguousarray(arr)
-        if zlib.crc32(arr.tobytes()) != self.header["index_crc32"]:
-            raise self._err("index checksum mismatch (the file is damaged)")
+    def _check_index(self, arr: np.ndarray) -> np.ndarray:
+        """Every index row in range, the records tiling the payload, keys unique, chunks on the raster."""
+        n, ncol = arr.shape
         band, row, col, kind, offset, length, crc = (arr[:, i] for i in range(ncol))
         bad = ((band < 0) | (band >= MAX_BANDS) | (row < 0) | (row > _MAX_CHUNK_COORD) | (col < 0)
                | (col > _MAX_CHUNK_COORD) | (kind < 0) | (kind > 255) | (offset < 0) | (length < 0)
@@ -744,44 +924,49 @@ class ContainerReader:
                 raise self._err(str(exc)) from None
         return arr
 
-    def _locate_payload(self, info: zipfile.ZipInfo) -> int:
-        """File offset of the payload's first byte, after checking the member really holds it."""
-        payload = int(self.header["payload_bytes"])
+    def _locate_array(self, info: zipfile.ZipInfo, shape: tuple[int] | None, what: str) -> tuple[int, int]:
+        """File offset and length of a stored 1-D uint8 ``.npy`` member's data, after checking that the
+        zip's local header, its directory and the ``.npy`` header agree (``shape``: the expected one)."""
         if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
-            raise self._err("payload member is compressed or encrypted")
+            raise self._err(f"{what} is compressed or encrypted")
         fp = self._fp
         fp.seek(info.header_offset)
         local = fp.read(_LOCAL_HEADER.size)
         if len(local) != _LOCAL_HEADER.size:
-            raise self._err("payload member is truncated")
+            raise self._err(f"{what} is truncated")
         sig, _ver, flags, method, _t, _d, crc, csize, usize, nlen, xlen = _LOCAL_HEADER.unpack(local)
         name = fp.read(nlen)
-        if sig != b"PK\x03\x04" or method != zipfile.ZIP_STORED or name != PAYLOAD_MEMBER.encode():
-            raise self._err("payload member's zip header is damaged")
+        if sig != b"PK\x03\x04" or method != zipfile.ZIP_STORED or name != info.filename.encode():
+            raise self._err(f"{what}'s zip header is damaged")
         if not flags & 0x8:  # no data descriptor: sizes and CRC must agree with the central directory
             if crc != info.CRC or (csize != 0xFFFFFFFF and (csize != info.compress_size
                                                             or usize != info.file_size)):
-                raise self._err("payload member's zip header disagrees with the zip directory")
+                raise self._err(f"{what}'s zip header disagrees with the zip directory")
         start = info.header_offset + _LOCAL_HEADER.size + nlen + xlen
         fp.seek(start)
         try:
-            major, _minor = npformat.read_magic(fp)
+            major, minor = npformat.read_magic(fp)
+            if minor != 0:  # numpy.load refuses it too
+                raise ValueError("npy version")
             if major == 1:
-                shape, fortran, dtype = npformat.read_array_header_1_0(fp)
+                got, fortran, dtype = npformat.read_array_header_1_0(fp)
             elif major in (2, 3):
-                shape, fortran, dtype = npformat.read_array_header_2_0(fp)
+                got, fortran, dtype = npformat.read_array_header_2_0(fp)
             else:
                 raise ValueError("npy version")
         except Exception:  # noqa: BLE001
-            raise self._err("payload member is not a valid .npy array") from None
+            raise self._err(f"{what} is not a valid .npy array") from None
         data_start = fp.tell()
-        if dtype != np.uint8 or fortran or shape != (payload,):
-            raise self._err(f"payload member holds {shape} {dtype}, expected ({payload},) uint8")
-        if info.file_size != info.compress_size or info.file_size != data_start - start + payload:
-            raise self._err("payload member size disagrees with the header")
-        if data_start + payload > self._file_end:
-            raise self._err("payload is truncated")
-        return data_start
+        if dtype != np.uint8 or fortran or len(got) != 1 or (shape is not None and got != shape):
+            expected = f"{shape} uint8" if shape is not None else "a 1-D uint8 array"
+            raise self._err(f"{what} holds {got} {dtype}, expected {expected}")
+        length = int(got[0])
+        if info.file_size != info.compress_size or info.file_size != data_start - start + length:
+            raise self._err(f"{what} size disagrees with the header" if shape is not None else
+                            f"{what} size disagrees with its .npy header")
+        if data_start + length > self._file_end:
+            raise self._err("payload is truncated" if shape is not None else f"{what} is truncated")
+        return data_start, length
 
     # -- public API -----------------------------------------------------------------------------
     def __enter__(self) -> ContainerReader:
@@ -913,3 +1098,22 @@ class ContainerReader:
         return {"file_bytes": int(self.file_size), "payload_bytes": self.payload_bytes,
                 "overhead_bytes": int(self.file_size) - self.payload_bytes, "records": len(self),
                 "records_by_kind": counts, "format_version": self.version}
+
+
+# --------------------------------------------------------------------------------------------------
+# conversion between format versions
+
+
+def convert(source: str | os.PathLike[str] | BinaryIO, destination: str | os.PathLike[str] | BinaryIO, *,
+            format_version: int = FORMAT_VERSION) -> int:
+    """Rewrite a container in another format version; returns the new file's size in bytes.
+
+    Records (CRC-checked as they are read) and the header dict are carried over unchanged, so the
+    result decodes to the same pixels: ``format_version=1`` gives a file that a sarcodec older
+    than format version 2 reads, the default upgrades a version-1 file to the compact layout.
+    """
+    with ContainerReader(source) as reader, ContainerWriter(destination, format_version=format_version) as writer:
+        for i in range(len(reader)):
+            band, row, col, kind = (int(v) for v in reader.index[i, :4])
+            writer.add(band, row, col, kind, reader.read_record(i))
+        return writer.finish({k: v for k, v in reader.header.items() if k not in _RESERVED_KEYS})

@@ -1,4 +1,4 @@
-"""The container header as one typed schema: what a valid version-1 header is, said in one place.
+"""The container header as one typed schema: what a valid header is, said in one place.
 
 A header that passed its CRC can still be hostile: a tool may write valid checksums around a JSON
 object that lacks ``shape``, names band 7 of a 2-band raster, or puts a string where a number
@@ -10,8 +10,10 @@ adds what decoding needs (all codec fields present and consistent with each othe
 metadata applicable), and :func:`check_records` holds the index rows against the raster's chunk
 grid. Every failure is a :class:`~sarcodec.errors.ContainerError` (exit 1) with a one-line reason.
 
-The on-disk format is unchanged: ``to_json`` gives back the same keys, in the order the writer
-uses; keys this version does not know are kept (``extra``), so a newer writer's additions survive.
+The schema is the same for both format versions: the reader hands it the same dict whether the
+file stores it as JSON (version 1) or compactly (version 2, ``compact_header``). ``to_json`` gives
+back the same keys, in the order the writer uses; keys this version does not know are kept
+(``extra``), so a newer writer's additions survive.
 
 This module is the bottom of the codec's import graph (``container`` and ``pipeline`` import it),
 so the format's constants and limits live here and are re-exported by ``container``.
@@ -31,7 +33,10 @@ import numpy as np
 from sarcodec.errors import ContainerError, InputFileError
 
 FORMAT_NAME = "sarcodec"
-FORMAT_VERSION = 1
+#: The format version the writer produces by default (``docs/container.md``: versioning policy).
+FORMAT_VERSION = 2
+#: Every format version this sarcodec reads: all it ever wrote, forever.
+READABLE_VERSIONS = (1, 2)
 CODEC_NAME = "sarcodec-hyperprior-v1"
 STRIDE = 16  # pixels per latent of the v1 codec
 #: Every codec a file may name, with the pixels per grid unit of its chunk grid (``grid.stride``):
@@ -261,7 +266,10 @@ def _dry_run_geo(geo: dict, bands: int, dtype: str) -> None:
 
 @dataclass(frozen=True)
 class ContainerHeader:
-    """A version-1 header, every present field type- and range-checked (see ``docs/container.md``).
+    """A header as readers see it, every present field type- and range-checked (``docs/container.md``).
+
+    Both format versions give the same dict: version 2 stores it compactly (``encode_compact``) and
+    the reader rebuilds the container's own fields, so nothing downstream knows the difference.
 
     The container's own fields are required; the codec's are optional here (the generic container
     layer stores headers without them, e.g. torchrun shards) and required by :meth:`validate`.
@@ -292,8 +300,9 @@ class ContainerHeader:
             raise HeaderError("header is not a JSON object")
         if data.get("format") != FORMAT_NAME:
             raise HeaderError("header does not name the sarcodec format")
-        if data.get("format_version") != FORMAT_VERSION or not _is_int(data.get("format_version")):
-            raise HeaderError(f"header format_version {data.get('format_version')!r} differs from the file's")
+        version = data.get("format_version")
+        if not _is_int(version) or version not in READABLE_VERSIONS:
+            raise HeaderError(f"header format_version {str(version)[:20]!r} is not one this sarcodec reads")
         records = _int(data, "records", 0, MAX_RECORDS)
         payload = _int(data, "payload_bytes", 0, 2**62)
         crc = _int(data, "index_crc32", 0, 2**32 - 1)
@@ -338,11 +347,11 @@ class ContainerHeader:
                 raise HeaderError("the geospatial metadata is not a JSON object")
             _check_geo_types(geo, shape[0] if shape else None)
         extra = {k: v for k, v in data.items() if k not in RESERVED_KEYS and k not in _CODEC_KEYS}
-        return cls(records, payload, crc, FORMAT_NAME, FORMAT_VERSION, codec, created_by, model, quality, grid,
+        return cls(records, payload, crc, FORMAT_NAME, version, codec, created_by, model, quality, grid,
                    shape, dtype, domain, bands, geo, extra)
 
     def validate(self) -> ContainerHeader:
-        """Check that this header describes a raster the version-1 codec can decode; returns self."""
+        """Check that this header describes a raster a codec of this version can decode; returns self."""
         if self.codec not in CODEC_STRIDES:
             raise HeaderError(f"codec {str(self.codec)[:40]!r} is not one this version reads "
                               f"({', '.join(CODEC_STRIDES)})")
