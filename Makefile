@@ -26,6 +26,7 @@ bench: setup
 
 eval: setup
 	$(PY) bench/rd.py
+	$(PY) bench/overhead.py
 	$(PY) bench/bounded.py
 	$(PY) bench/tiling_cost.py
 	$(PY) bench/diagnostics.py
