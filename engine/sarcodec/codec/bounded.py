@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 import struct
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -145,9 +146,18 @@ class OutputModel:
         return np.where(np.isfinite(err), err, np.inf)
 
 
-def residual_grid(base: np.ndarray, e: float, offset_db: float,
-                  factor: float | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(step per pixel, lattice-mode pixels, their predicted integer, pixels a hair from a tie).
+@dataclass(frozen=True)
+class ResidualGrid:
+    """Per pixel of a chunk: the residual step, lattice mode, its predicted integer, and tie pixels."""
+
+    step: np.ndarray
+    mode: np.ndarray
+    pred: np.ndarray
+    unsafe: np.ndarray
+
+
+def residual_grid(base: np.ndarray, e: float, offset_db: float, factor: float | None) -> ResidualGrid:
+    """The residual's quantiser for each pixel of a chunk, from the decoded base (coder and decoder alike).
 
     ``factor``: 20 for amplitude DN, 10 for intensity, None for types without an integer lattice (one
     step everywhere then). With a lattice, a pixel's output is rounded to an integer after the residual
@@ -155,28 +165,30 @@ def residual_grid(base: np.ndarray, e: float, offset_db: float,
     ``P = 10**(L_base / factor)``: the step shrinks by twice that, so the rounded value still lands
     within the bound. Where the slack eats more than half the bound (dark pixels), no value but the
     original is safe, and the pixel is coded exactly as the integer ``DN - round(P)`` (lattice mode).
-    Ties matter because another machine's ``pow`` may fall on the other side of them: the encoder
+    Ties matter because another machine's ``exp`` may fall on the other side of them: the encoder
     stores such pixels losslessly.
     """
     full = residual_step(e, offset_db)
     if factor is None:
         none = np.zeros(base.shape, bool)
-        return np.full(base.shape, full), none, np.zeros(base.shape, np.int64), none
+        return ResidualGrid(np.full(base.shape, full), none, np.zeros(base.shape, np.int64), none)
     with np.errstate(over="ignore"):
-        p = np.power(10.0, base / factor)
-    slack = factor * np.log10(1.0 + 0.5 / np.maximum(p, 0.5))
+        p = np.exp(base * (math.log(10.0) / factor))
+    slack = np.log1p(0.5 / np.maximum(p, 0.5)) * (factor / math.log(10.0))
     room = full / 2.0 - slack  # half-width left for the residual bins
     mode = room < full / 4.0
-    unsafe = (np.abs(room - full / 4.0) <= 1e-9 * full) | (mode & (np.abs(p - np.floor(p) - 0.5) <= TIE_MARGIN))
+    unsafe = np.abs(room - full / 4.0) <= 1e-9 * full
+    if mode.any():
+        unsafe |= mode & (np.abs(p - np.floor(p) - 0.5) <= TIE_MARGIN)
     pred = np.where(mode, np.rint(np.minimum(p, 1e9)), 0).astype(np.int64)
-    return np.where(mode, full, 2.0 * room), mode, pred, unsafe
+    return ResidualGrid(np.where(mode, full, 2.0 * room), mode, pred, unsafe)
 
 
 def choose_residual(raw: np.ndarray, l_orig: np.ndarray, base: np.ndarray, valid: np.ndarray, e: float,
-                    out: OutputModel, offset_db: float = 0.0,
-                    lattice: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+                    out: OutputModel, offset_db: float, lattice: float | None,
+                    grid: ResidualGrid) -> tuple[np.ndarray, np.ndarray]:
     """(k per pixel, exceptions): the residual symbols, and valid pixels neither mode keeps within ``e``."""
-    step, mode, pred, unsafe = residual_grid(base, e, offset_db, lattice)
+    step, mode, pred, unsafe = grid.step, grid.mode, grid.pred, grid.unsafe
     k0 = np.rint((np.where(valid, l_orig, base) - base) / step)
     k = k0.copy()
     ok = ~valid | unsafe  # unsafe pixels fall to the lossless store (ok=False below for valid ones)
@@ -252,16 +264,16 @@ def unpack(data: bytes) -> tuple[bytes, bytes]:
     return data[_LEN.size : _LEN.size + n], data[_LEN.size + n :]
 
 
-def reconstruct(base: np.ndarray, k: np.ndarray, e: float, offset_db: float = 0.0,
-                lattice: float | None = None) -> np.ndarray:
+def reconstruct(base: np.ndarray, k: np.ndarray, offset_db: float, lattice: float | None,
+                grid: ResidualGrid) -> np.ndarray:
     """L_dB the decoder outputs: the base plus the dequantised residual, or the exact integer in lattice mode."""
-    step, mode, pred, _ = residual_grid(base, e, offset_db, lattice)
-    out = base + step * k + offset_db
+    mode, pred = grid.mode, grid.pred
+    out = base + grid.step * k + offset_db
     if mode.any():
         out[mode] = lattice * np.log10(np.maximum(pred[mode] + k[mode], 1.0))
     return out
 
 
-__all__: list[str] = ["BASE_STEP_DB", "BASE_STEP_POWER", "MAX_ERROR_DB", "MIN_ERROR_DB", "OutputModel", "base_step",
-                      "bias_offset", "check_bound", "choose_residual", "decode_residual", "encode_residual", "pack",
-                      "reconstruct", "residual_grid", "residual_step", "unpack"]
+__all__: list[str] = ["BASE_STEP_DB", "BASE_STEP_POWER", "MAX_ERROR_DB", "MIN_ERROR_DB", "OutputModel", "ResidualGrid",
+                      "base_step", "bias_offset", "check_bound", "choose_residual", "decode_residual",
+                      "encode_residual", "pack", "reconstruct", "residual_grid", "residual_step", "unpack"]

@@ -110,12 +110,14 @@ def _subset(arrs: list[np.ndarray], n_blocks: int, keep: int, seed: int) -> list
 
 
 def fit_band_params(sample: Sample, step: float, prior: DctPrior, block: int, *, dead_zone: float = 0.1,
-                    band_blocks: int | None = None, quick: bool = False, seed: int = 0) -> BandParams:
+                    band_blocks: int | None = None, quick: bool = False, seed: int = 0,
+                    start: BandParams | None = None) -> BandParams:
     """Maximum-likelihood side info for one band at ``step`` (dB) with ``block`` x ``block`` blocks.
 
     ``band_blocks`` (blocks in the whole band) decides whether per-frequency corrections pay off: the
     bits they save on the sample are scaled up to the band and compared with their own size.
-    ``quick`` (the block-size trial) fits the spectrum shift only, on fewer coefficients.
+    ``quick`` (the block-size trial) fits the spectrum shift only, on fewer coefficients. ``start`` (the
+    trial's result for this block size) starts the full fit there: one round instead of two.
     """
     from scipy.optimize import minimize
 
@@ -129,9 +131,11 @@ def fit_band_params(sample: Sample, step: float, prior: DctPrior, block: int, *,
     level = np.log2(max(float(ay.mean()) * step, 1e-6)) * 8.0 + 96.0 - float(np.mean(table[1:]))
     theta = np.array([level, 0.0, 0.0, 0.0])
     w = w0.copy()
+    if start is not None and start.block == block:
+        theta, w = np.array(start.theta, dtype=np.float64), start.weights
     n_blocks = ay.shape[1]
     keep = max(1, (MAX_QUICK_COEFS if quick else MAX_FIT_COEFS) // (block * block))
-    for _ in range(1 if quick else 2):
+    for _ in range(1 if quick or start is not None else 2):
         base = _continuous_base(table, theta, block) / step
         norm = np.maximum(base, 0.3)
         feats = np.concatenate([_features(q, norm, block).reshape(4, q.shape[0], -1) for _, q in coded], axis=2)
@@ -226,7 +230,13 @@ def sample_cost(sample: Sample, step: float, params: BandParams, prior: DctPrior
 def choose_block(sample: Sample, step: float, prior: DctPrior, *, dead_zone: float = 0.1,
                  blocks: tuple[int, ...] = BLOCK_SIZES) -> int:
     """The block size with the lowest ``SSE + LAMBDA_BLOCK * step^2 * bits`` on the sample."""
-    best, best_j = blocks[0], math.inf
+    return choose_block_params(sample, step, prior, dead_zone=dead_zone, blocks=blocks)[0]
+
+
+def choose_block_params(sample: Sample, step: float, prior: DctPrior, *, dead_zone: float = 0.1,
+                        blocks: tuple[int, ...] = BLOCK_SIZES) -> tuple[int, BandParams | None]:
+    """:func:`choose_block`, and the trial fit of the chosen size (a start for the full fit)."""
+    best, best_j, best_params = blocks[0], math.inf, None
     for block in blocks:
         if block not in prior.tables:
             continue
@@ -234,8 +244,8 @@ def choose_block(sample: Sample, step: float, prior: DctPrior, *, dead_zone: flo
         bits, sse = sample_cost(sample, step, params, prior)
         j = sse + LAMBDA_BLOCK * step * step * bits
         if j < best_j:
-            best, best_j = block, j
-    return best
+            best, best_j, best_params = block, j, params
+    return best, best_params
 
 
 def base_indices_of(base_db: np.ndarray) -> np.ndarray:
@@ -243,5 +253,6 @@ def base_indices_of(base_db: np.ndarray) -> np.ndarray:
     return np.searchsorted(_BASE_BOUNDS, np.asarray(base_db, dtype=np.float64)).astype(np.int64)
 
 
-__all__ = ["BASE_GRID", "LAMBDA_BLOCK", "Sample", "base_indices_of", "choose_block", "fit_band_params",
+__all__ = ["BASE_GRID", "LAMBDA_BLOCK", "Sample", "base_indices_of", "choose_block", "choose_block_params",
+           "fit_band_params",
            "sample_cost"]

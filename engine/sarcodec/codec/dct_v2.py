@@ -32,7 +32,7 @@ import numpy as np
 
 from sarcodec.codec import bounded, dct_entropy
 from sarcodec.codec.dct_entropy import BandParams
-from sarcodec.codec.dct_fit import Sample, choose_block, fit_band_params
+from sarcodec.codec.dct_fit import Sample, choose_block_params, fit_band_params
 from sarcodec.codec.dct_model import DctModel
 from sarcodec.codec.domains import LOG_SCALE_DB, Domain, nodata_mask_of, to_log, uncodable_mask
 from sarcodec.errors import ContainerError, DamagedChunkError
@@ -139,9 +139,10 @@ def plan_band(ds, band: int, domain: Domain, nodata: float | None, model: DctMod
     picked = [p for p in picked if p[0] > 0][:SAMPLE_CHUNKS]
     step = model.step(quality) if max_error_db is None else bounded.base_step(max_error_db)
     sample = Sample([p[1] for p in picked], [p[2] for p in picked])
-    block = choose_block(sample, step, model.prior, dead_zone=DEAD_ZONE) if picked else 16
+    block, trial = choose_block_params(sample, step, model.prior, dead_zone=DEAD_ZONE) if picked else (16, None)
     band_blocks = math.ceil(ds.height / block) * math.ceil(ds.width / block)
-    params = fit_band_params(sample, step, model.prior, block, dead_zone=DEAD_ZONE, band_blocks=band_blocks)
+    params = fit_band_params(sample, step, model.prior, block, dead_zone=DEAD_ZONE, band_blocks=band_blocks,
+                             start=trial)
     coding = BandCoding(params, step, max_error_db)
     if max_error_db is None or not picked:
         return coding
@@ -179,11 +180,11 @@ def encode_bounded_chunk(raw: np.ndarray, ldb: np.ndarray, valid: np.ndarray, no
     if base is None:
         base = np.zeros(ldb.shape)
     d, lattice = coding.residual_offset_db, coding.lattice
-    k, exceptions = bounded.choose_residual(raw, ldb, base, valid, e, out, d, lattice)
+    grid = bounded.residual_grid(base, e, d, lattice)
+    k, exceptions = bounded.choose_residual(raw, ldb, base, valid, e, out, d, lattice, grid)
     coded = ~nodata if nodata is not None else np.ones(ldb.shape, bool)
-    mode = bounded.residual_grid(base, e, d, lattice)[1]
-    data = bounded.pack(base_bytes, bounded.encode_residual(k, coded, mode))
-    return data, (bounded.reconstruct(base, k, e, d, lattice) if valid.any() else None), exceptions
+    data = bounded.pack(base_bytes, bounded.encode_residual(k, coded, grid.mode))
+    return data, (bounded.reconstruct(base, k, d, lattice, grid) if valid.any() else None), exceptions
 
 
 def decode_chunk(data: bytes, height: int, width: int, coding: BandCoding, model: DctModel,
@@ -198,9 +199,9 @@ def decode_chunk(data: bytes, height: int, width: int, coding: BandCoding, model
     base_bytes, residual = bounded.unpack(data)
     base = dct_entropy.decode_chunk(base_bytes, height, width, coding.step_db, coding.params, model.prior)
     coded = ~nodata if nodata is not None else np.ones((height, width), bool)
-    e, d, lattice = coding.max_error_db, coding.residual_offset_db, coding.lattice
-    mode = bounded.residual_grid(base, e, d, lattice)[1]
-    return bounded.reconstruct(base, bounded.decode_residual(residual, coded, mode), e, d, lattice)
+    d, lattice = coding.residual_offset_db, coding.lattice
+    grid = bounded.residual_grid(base, coding.max_error_db, d, lattice)
+    return bounded.reconstruct(base, bounded.decode_residual(residual, coded, grid.mode), d, lattice, grid)
 
 
 class ChunkRowDecoder:
