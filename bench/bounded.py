@@ -40,16 +40,16 @@ def code_image(model, img: heldout.Image, e: float) -> tuple[np.ndarray, int, in
     """(decoded DN, bytes, exceptions) of one image coded with the bound ``e`` as the product does it."""
     from sarcodec.codec import bounded, dct_v2
     from sarcodec.codec.container import encode_fallback
-    from sarcodec.codec.dct_fit import Sample, choose_block, fit_band_params
+    from sarcodec.codec.dct_fit import Sample, choose_block_params, fit_band_params
     from sarcodec.codec.domains import Domain
 
     L = heldout.to_db(img.dn)
     valid = img.valid
     step = bounded.base_step(e)
     sample = Sample([np.where(valid, L, 0.0)[:CHUNK, :CHUNK]], [valid[:CHUNK, :CHUNK]])
-    block = choose_block(sample, step, model.prior, dead_zone=dct_v2.DEAD_ZONE)
+    block, trial = choose_block_params(sample, step, model.prior, dead_zone=dct_v2.DEAD_ZONE)
     params = fit_band_params(sample, step, model.prior, block, dead_zone=dct_v2.DEAD_ZONE,
-                             band_blocks=-(-L.shape[0] // block) * -(-L.shape[1] // block))
+                             band_blocks=-(-L.shape[0] // block) * -(-L.shape[1] // block), start=trial)
     coding = dct_v2.BandCoding(params, step, e)
     _, base = dct_v2.encode_chunk(sample.values[0], sample.valid[0], coding, model)
     offset = bounded.bias_offset(sample.values[0][sample.valid[0]], base[sample.valid[0]], e) if base is not None \

@@ -100,7 +100,7 @@ def sarcodec_entry(model: SarCodec) -> Codec:
 def sarcodec_v2_code(model, img: heldout.Image, quality: int) -> tuple[np.ndarray, int]:
     """Code one image whole with codec v2 as the product does; returns (reconstructed DN uint16, bytes)."""
     from sarcodec.codec import dct_v2
-    from sarcodec.codec.dct_fit import Sample, choose_block, fit_band_params
+    from sarcodec.codec.dct_fit import Sample, choose_block_params, fit_band_params
     from sarcodec.codec.pipeline import quality_sample, summarize_samples
 
     L = heldout.to_db(img.dn)
@@ -108,9 +108,10 @@ def sarcodec_v2_code(model, img: heldout.Image, quality: int) -> tuple[np.ndarra
     c = dct_v2.CHUNK_PX
     step = model.step(quality)
     sample = Sample([np.where(valid, L, 0.0)[:c, :c]], [valid[:c, :c]])
-    block = choose_block(sample, step, model.prior, dead_zone=dct_v2.DEAD_ZONE)
+    block, trial = choose_block_params(sample, step, model.prior, dead_zone=dct_v2.DEAD_ZONE)
     nbl = -(-L.shape[0] // block) * -(-L.shape[1] // block)
-    params = fit_band_params(sample, step, model.prior, block, dead_zone=dct_v2.DEAD_ZONE, band_blocks=nbl)
+    params = fit_band_params(sample, step, model.prior, block, dead_zone=dct_v2.DEAD_ZONE, band_blocks=nbl,
+                             start=trial)
     coding = dct_v2.BandCoding(params, step)
     n_chunks = -(-L.shape[0] // c) * -(-L.shape[1] // c)
     nbytes = 1 + 2 + len(params.to_bytes()) + (2 * n_chunks if n_chunks > 1 else 0)  # quality, gain, sizes
