@@ -422,7 +422,7 @@ class SarcodecAlgorithm(QgsProcessingAlgorithm):
         self.addAdvanced(
             QgsProcessingParameterFile(
                 "MODEL", model_label, optional=True,
-                fileFilter=self.tr("sarcodec checkpoints") + " (*.pt *.pth *.ckpt);;" + self.tr("All files") + " (*.*)",
+                fileFilter=self.tr("sarcodec models") + " (*.npz *.pt);;" + self.tr("All files") + " (*.*)",
             )
         )
 

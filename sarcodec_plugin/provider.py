@@ -8,6 +8,7 @@ from qgis.PyQt.QtGui import QIcon
 from .bridge import ICON_PATH, tr
 from .compress import CompressAlgorithm
 from .decompress import DecompressAlgorithm
+from .infer import InferAlgorithm
 from .info import InfoAlgorithm
 
 
@@ -36,5 +37,5 @@ class SarcodecProvider(QgsProcessingProvider):
         return ["tif"]
 
     def loadAlgorithms(self) -> None:  # noqa: N802 - QGIS API name
-        for algorithm in (CompressAlgorithm(), DecompressAlgorithm(), InfoAlgorithm()):
+        for algorithm in (CompressAlgorithm(), DecompressAlgorithm(), InfoAlgorithm(), InferAlgorithm()):
             self.addAlgorithm(algorithm)

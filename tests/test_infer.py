@@ -20,7 +20,7 @@ from .conftest import speckled_scene
 
 class Bilinear2(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+        return torch.nn.functional.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
 
 
 class Box5(torch.nn.Module):

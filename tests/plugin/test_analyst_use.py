@@ -220,10 +220,10 @@ def test_non_checkpoint_model_is_a_clear_one_line_error(small_tif, tmp_path, con
     assert "not a PyTorch checkpoint" in message or "empty" in message, message
 
 
-@pytest.mark.parametrize("alg_id", ["sarcodec:compress", "sarcodec:decompress", "sarcodec:info"])
+@pytest.mark.parametrize("alg_id", ["sarcodec:compress", "sarcodec:decompress", "sarcodec:info", "sarcodec:infer"])
 def test_algorithms_have_group_plain_help_and_an_svg_icon(alg_id):
     alg = QgsApplication.processingRegistry().algorithmById(alg_id)
-    assert alg.group() == "SAR compression" and alg.groupId() == "sarcompression"
+    assert (alg.group(), alg.groupId()) in (("SAR compression", "sarcompression"), ("SAR processing", "sarprocessing"))
     assert alg.shortDescription() and alg.shortDescription().endswith(".")
     assert "<" not in alg.shortHelpString() and len(alg.shortHelpString()) > 100
     assert alg.svgIconPath().endswith(".svg") and Path(alg.svgIconPath()).is_file()
@@ -291,3 +291,27 @@ def test_extent_decompresses_only_that_area_with_its_transform(small_npz, tmp_pa
     message = refused("decompress", {"INPUT": small_npz, "OUTPUT": tmp_path / "none.tif",
                                      "EXTENT": "0,10,0,10 [EPSG:32630]"}, tmp_path)
     assert "does not intersect" in message
+
+
+# ---------------------------------------------------------------- issue 14: any model over a raster
+
+
+def test_infer_runs_an_onnx_model_and_loads_with_the_sar_style(small_tif, tmp_path):
+    import torch
+
+    from tests.test_infer import Bilinear2, onnx_file
+
+    model = onnx_file(Bilinear2(), tmp_path / "sr.onnx")
+    feedback = RecordingFeedback()
+    out = tmp_path / "sr.tif"
+    run("infer", {"INPUT": small_tif, "MODEL": model, "OUTPUT": out, "TILE_SIZE": 64, "OVERLAP": 16}, feedback)
+    with rasterio.open(small_tif) as a, rasterio.open(out) as b:
+        assert (b.width, b.height) == (2 * a.width, 2 * a.height) and b.crs == a.crs
+    assert any(c.startswith("sarcodec infer ") and "--tile-size 64" in c for c in feedback.commands)
+    message = refused("infer", {"INPUT": small_tif, "MODEL": model, "OUTPUT": tmp_path / "x.tif",
+                                "CONVENTION": "range", "RANGE": "5,1"}, tmp_path)
+    assert "LOW < HIGH" in message
+    script = tmp_path / "s.pt"
+    torch.jit.script(Bilinear2()).save(str(script))
+    message = refused("infer", {"INPUT": small_tif, "MODEL": script, "OUTPUT": tmp_path / "y.tif"}, tmp_path)
+    assert "--trust-torchscript" in message or "Trust TorchScript" in message

@@ -74,7 +74,7 @@ def test_provider_loads_and_algorithm_names_what_to_install(tmp_path, write_geot
     assert lines, proc.stdout + proc.stderr
     report = json.loads(lines[-1][len("REPORT "):])
     assert report["provider"]
-    assert report["algorithms"] == ["sarcodec:compress", "sarcodec:decompress", "sarcodec:info"]
+    assert report["algorithms"] == ["sarcodec:compress", "sarcodec:decompress", "sarcodec:infer", "sarcodec:info"]
     assert report["can_execute"][0] is False
     message = report["error"]
     assert message and "\n" not in message and message == report["can_execute"][1]

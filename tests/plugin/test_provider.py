@@ -21,6 +21,8 @@ pytestmark = pytest.mark.usefixtures("sarcodec_provider")
 ADVANCED = {
     "sarcodec:compress": {"TILE_SIZE", "OVERLAP", "DEVICE", "BATCH_SIZE", "MODEL", "ESTIMATE_QUALITY"},
     "sarcodec:decompress": {"OVERLAP", "DEVICE", "BATCH_SIZE", "MODEL", "SALVAGE"},
+    "sarcodec:infer": {"SCALE", "RANGE", "TILE_SIZE", "OVERLAP", "DEVICE", "BATCH_SIZE", "TRUST_TORCHSCRIPT",
+                       "OUTPUT_DTYPE"},
 }
 
 
@@ -34,10 +36,10 @@ def test_provider_identity(sarcodec_provider):
     assert sarcodec_provider.id() == "sarcodec" and sarcodec_provider.name() == "SAR codec"
     assert not sarcodec_provider.icon().isNull()
     assert sorted(a.id() for a in sarcodec_provider.algorithms()) == [
-        "sarcodec:compress", "sarcodec:decompress", "sarcodec:info"]
+        "sarcodec:compress", "sarcodec:decompress", "sarcodec:infer", "sarcodec:info"]
 
 
-@pytest.mark.parametrize("alg_id", ["sarcodec:compress", "sarcodec:decompress", "sarcodec:info"])
+@pytest.mark.parametrize("alg_id", ["sarcodec:compress", "sarcodec:decompress", "sarcodec:info", "sarcodec:infer"])
 def test_parameters_are_documented_and_advanced_where_expected(alg_id):
     alg = algorithm(alg_id)
     assert alg.shortHelpString() and "\n" not in alg.shortHelpString()
