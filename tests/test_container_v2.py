@@ -130,6 +130,19 @@ def test_version_1_and_2_give_the_same_header_and_records(tmp_path):
         assert a.file_size - a.payload_bytes > 2 * (b.file_size - b.payload_bytes)
 
 
+def test_convert_goes_to_version_1_and_back_byte_for_byte(tmp_path):
+    """``container.convert`` keeps records and header: v2 -> v1 -> v2 is the very same file."""
+    from sarcodec.codec.container import convert
+
+    records = [(0, 0, 0, "latent", b"a" * 300), (1, 1, 2, "mask", b"m"), (2, 0, 1, "extra", b"")]
+    _write(tmp_path / "a.npz", FULL, records)
+    convert(tmp_path / "a.npz", tmp_path / "old.npz", format_version=1)
+    convert(tmp_path / "old.npz", tmp_path / "b.npz")
+    with ContainerReader(tmp_path / "old.npz") as r:
+        assert r.version == 1 and r.read(1, 1, 2, "mask") == b"m"
+    assert (tmp_path / "b.npz").read_bytes() == (tmp_path / "a.npz").read_bytes()
+
+
 def test_epsg_crs_is_stored_as_its_code_and_read_back_as_the_same_wkt(tmp_path):
     header = {"geo": {"crs": UTM30, "gcps": {"crs": WGS84, "points": []}}}
     body = encode_compact(header)
