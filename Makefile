@@ -4,7 +4,7 @@ PY := .venv/bin/python
 export QT_QPA_PLATFORM ?= offscreen
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup test lint demo bench eval model package clean
+.PHONY: setup test lint demo bench eval model examples gpu-check package clean
 
 setup:
 	@bash scripts/setup.sh
@@ -23,6 +23,7 @@ bench: setup
 	$(PY) bench/codec_speed.py --size 4096
 	$(PY) bench/soak.py --rounds 50
 	$(PY) bench/window.py
+	$(PY) bench/infer.py
 
 eval: setup
 	$(PY) bench/rd.py
@@ -30,6 +31,13 @@ eval: setup
 	$(PY) bench/bounded.py
 	$(PY) bench/tiling_cost.py
 	$(PY) bench/diagnostics.py
+
+gpu-check: setup
+	$(PY) bench/gpu_check.py
+
+examples: setup
+	PYTHONPATH=engine $(PY) -m sarcodec.training.examples --which sr --minutes 8
+	PYTHONPATH=engine $(PY) -m sarcodec.training.examples --which despeckle --minutes 12
 
 model: setup
 	$(PY) -m sarcodec.training --config configs/train_default.toml
