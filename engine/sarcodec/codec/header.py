@@ -31,17 +31,17 @@ from typing import Any
 import numpy as np
 
 from sarcodec.errors import ContainerError, InputFileError
+from sarcodec.vocabulary import CODEC_STRIDES, CODEC_V1, MAX_TILE_SIZE, OUTPUT_DTYPES
 
 FORMAT_NAME = "sarcodec"
 #: The format version the writer produces by default (``docs/container.md``: versioning policy).
 FORMAT_VERSION = 2
 #: Every format version this sarcodec reads: all it ever wrote, forever.
 READABLE_VERSIONS = (1, 2)
-CODEC_NAME = "sarcodec-hyperprior-v1"
-STRIDE = 16  # pixels per latent of the v1 codec
+CODEC_NAME = CODEC_V1
 #: Every codec a file may name, with the pixels per grid unit of its chunk grid (``grid.stride``):
-#: v1 counts chunks in latents (16 px), v2 (block DCT) in pixels.
-CODEC_STRIDES = {CODEC_NAME: STRIDE, "sarcodec-dct-v2": 1}
+#: v1 counts chunks in latents (16 px), v2 (block DCT) in pixels (``sarcodec.vocabulary``).
+STRIDE = CODEC_STRIDES[CODEC_V1]
 
 #: Sanity limits applied to anything read from a file before memory is allocated for it.
 MAX_HEADER_BYTES = 16 << 20
@@ -51,14 +51,14 @@ MAX_DIM = 2**31 - 1
 MAX_PIXELS_PER_BAND = 2**36
 MAX_BLOCK_PIXELS = 2**28
 MAX_CHUNK_COORD = 2**31 - 1
-#: Decoder geometry a header may record (the tile size is in pixels, the chunk in latents).
-MAX_TILE_SIZE = 16384
+#: Decoder geometry a header may record (the tile size in pixels, ``MAX_TILE_SIZE`` from the
+#: vocabulary; the chunk in grid units).
 MAX_CHUNK = 4096
 #: Physical bounds of the dB values a band entry holds (a log-domain offset beyond 1e4 dB is damage).
 MAX_OFFSET_DB = 1e4
 MAX_GAIN_DB = 1e3
 
-SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "uint32", "int32", "float32", "float64")
+SUPPORTED_DTYPES = OUTPUT_DTYPES
 #: The container's own keys, filled in by the writer, always first on disk.
 RESERVED_KEYS = ("format", "format_version", "records", "payload_bytes", "index_crc32")
 _CODEC_KEYS = ("codec", "created_by", "model", "quality", "grid", "shape", "dtype", "domain", "bands", "geo")
