@@ -51,7 +51,7 @@ from .errors import EXIT_FILE, InputFileError, SarcodecError
 from .progress import BaseProgress, NullProgress, Progress
 
 if TYPE_CHECKING:
-    from .codec.pipeline import DecodePlan
+    from .codec.decode import DecodePlan
 
 TIMEOUT_ENV = "SARCODEC_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 1800.0
@@ -526,7 +526,8 @@ def distributed_compress(source: str | os.PathLike[str], destination: str | os.P
     """
     import rasterio
 
-    from .codec.pipeline import CompressOptions, encode_band, plan_compression
+    from .codec.encode import encode_band, plan_compression
+    from .codec.options import CompressOptions
 
     t0 = time.monotonic()
     options = options or CompressOptions()
@@ -573,7 +574,9 @@ def _merge_container(ctx: RankContext, shards: ShardFolder, plan: Any, options: 
                      destination: str | os.PathLike[str], t0: float) -> Any:
     """Rank 0: one container from every shard, records in single-process order, header from all."""
     from .codec.container import KINDS, ContainerWriter
-    from .codec.pipeline import BandEncoding, QualitySample, build_header, compress_result
+    from .codec.encode import build_header, compress_result
+    from .codec.options import BandEncoding
+    from .codec.quality import QualitySample
 
     indices = [shards.read_index(k) for k in range(ctx.world_size)]
     entries: dict[tuple[int, int, int, int], tuple[int, int, int, int, str]] = {}
@@ -637,7 +640,8 @@ def distributed_decompress(source: str | os.PathLike[str], destination: str | os
     COG). The rows are those one process would write, so the raster does not depend on the rank count.
     """
     from .codec.container import ContainerReader
-    from .codec.pipeline import DecompressOptions, plan_decompression
+    from .codec.decode import plan_decompression
+    from .codec.options import DecompressOptions
 
     t0 = time.monotonic()
     options = options or DecompressOptions()
@@ -668,7 +672,7 @@ def distributed_decompress(source: str | os.PathLike[str], destination: str | os
 def _decode_shard(ctx: RankContext, shards: ShardFolder, reader: Any, plan: DecodePlan, options: Any,
                   progress: Progress) -> dict[str, Any]:
     """This rank's rows of every band, through the pipeline's own band decoder (one decode path)."""
-    from .codec.pipeline import decode_band
+    from .codec.decode import decode_band
     from .device import DevicePolicy
 
     bands, height, _ = plan.header["shape"]
@@ -697,7 +701,9 @@ def _decode_shard(ctx: RankContext, shards: ShardFolder, reader: Any, plan: Deco
 def _stitch(ctx: RankContext, shards: ShardFolder, plan: DecodePlan, options: Any, source: Any,
             destination: str | os.PathLike[str], report: dict[str, Any], t0: float) -> Any:
     """Rank 0: write every rank's rows into one GeoTIFF, checking each band is covered exactly once."""
-    from .codec.pipeline import DecompressResult, _to_cog, salvage_warning
+    from .codec.decode import salvage_warning
+    from .codec.geotiff_output import to_cog
+    from .codec.options import DecompressResult
     from .geometa import apply_geo_metadata
     from .raster_io import GeoTiffSink
 
@@ -734,7 +740,7 @@ def _stitch(ctx: RankContext, shards: ShardFolder, plan: DecodePlan, options: An
             raise DistributedRunError(f"band(s) {short} are not fully covered by the ranks' shards")
         out.close()
         if options.cog:
-            _to_cog(out.tmp, final, plan.profile)
+            to_cog(out.tmp, final, plan.profile)
     except BaseException:
         out.abort()
         raise

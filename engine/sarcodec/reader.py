@@ -12,7 +12,7 @@ Users with archives of whole scenes want an area out of one, at once, as numpy a
 
 ``read`` decodes only the chunks the window covers (codec v2; v1 runs its decoder over the window's
 rows), and the pixels are exactly those of the same crop of a full ``decompress``: the same band
-decoder and the same nodata, fallback and gain handling are used (``pipeline.decode_band``).
+decoder and the same nodata, fallback and gain handling are used (``codec.decode.decode_band``).
 """
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ class CompressedRaster:
 
     def __init__(self, path: str | Path, *, model: str | Path | None = None, salvage: bool = False) -> None:
         from .codec.container import ContainerReader
-        from .codec.pipeline import DecompressOptions, plan_decompression
+        from .codec.decode import plan_decompression
+        from .codec.options import DecompressOptions
 
         self.name = str(path)
         self._reader = ContainerReader(path)
@@ -154,9 +155,9 @@ class CompressedRaster:
         """The pixel window (rasterio ``Window``, whole pixels) covering these bounds in the file's CRS."""
         from rasterio.windows import Window
 
-        from .codec.pipeline import _bbox_window
+        from .codec.windows import bbox_window
 
-        r0, c0, h, w = _bbox_window(self._plan.meta, self.height, self.width, (left, bottom, right, top), None) \
+        r0, c0, h, w = bbox_window(self._plan.meta, self.height, self.width, (left, bottom, right, top), None) \
             or (0, 0, self.height, self.width)
         return Window(c0, r0, w, h)
 
@@ -164,7 +165,9 @@ class CompressedRaster:
     def read(self, indexes: int | list[int] | None = None, window: Any = None) -> np.ndarray:
         """Pixels of ``indexes`` (1-based; an int gives a 2-D array) inside ``window`` (a rasterio ``Window``
         or ``((row_start, row_stop), (col_start, col_stop))``; None: everything)."""
-        from .codec.pipeline import DecompressOptions, decode_band, decode_window
+        from .codec.decode import decode_band
+        from .codec.options import DecompressOptions
+        from .codec.windows import decode_window
         from .device import DevicePolicy
         from .progress import NullProgress
 

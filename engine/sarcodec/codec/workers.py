@@ -1,0 +1,18 @@
+"""The one thread pool that codes and decodes chunks, shared by both codecs and every band.
+
+Chunks are coded independently, so a chunk row's chunks are coded (and v2's are decoded) on a few
+threads; the heavy parts run in numpy and the entropy coder (v1's float64 hyperprior releases the
+GIL). One process-wide pool of at most 4 threads, created on first use, instead of one per band or
+per run.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+
+@functools.lru_cache(maxsize=1)
+def coding_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="sarcodec-code")
