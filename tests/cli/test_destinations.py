@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from sarcodec import cli, destinations, raster_io
+from sarcodec.cli import compress as compress_command
 from sarcodec.codec import container
 from sarcodec.codec.header import MAX_TILE_SIZE
 from tests.cli.conftest import error_lines, leftovers
@@ -329,7 +330,7 @@ def test_the_largest_accepted_tile_size_decompresses(small_scene, tmp_path):
 
 
 def test_overlap_over_half_the_tile_is_refused_before_any_work(small_scene, capsys, monkeypatch):
-    monkeypatch.setattr(cli, "load_model_summary", lambda p: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(compress_command, "load_model_summary", lambda p: pytest.fail("the model was loaded"))
     assert cli.main(["compress", str(small_scene), "--tile-size", "64", "--overlap", "48", *FAST]) == 4
     _one_error_line(capsys)
 

@@ -105,24 +105,24 @@ def test_debug_shows_the_traceback(workdir, capsys):
 
 
 def test_internal_errors_are_one_line_too(workdir, monkeypatch, capsys):
-    from sarcodec.codec import pipeline
+    from sarcodec.codec import raster_info
 
     def boom(*args, **kwargs):
         raise RuntimeError("unexpected\nmultiline")
 
-    monkeypatch.setattr(pipeline, "inspect_raster", boom)
+    monkeypatch.setattr(raster_info, "inspect_raster", boom)
     assert cli.main(["compress", str(workdir / "good.tif")]) == 1
     lines = error_lines(capsys.readouterr().err)
     assert len(lines) == 1 and "RuntimeError" in lines[0] and "--debug" in lines[0]
 
 
 def test_host_out_of_memory_is_exit_3(workdir, monkeypatch, capsys):
-    from sarcodec.codec import pipeline
+    from sarcodec.codec import encode
 
     def oom(*args, **kwargs):
         raise MemoryError()
 
-    monkeypatch.setattr(pipeline, "compress_raster", oom)
+    monkeypatch.setattr(encode, "compress_raster", oom)
     assert cli.main(["compress", str(workdir / "good.tif")]) == 3
 
 

@@ -15,6 +15,8 @@ import pytest
 import rasterio
 
 from sarcodec import cli
+from sarcodec.cli import compress as compress_command
+from sarcodec.cli import decompress as decompress_command
 from sarcodec.codec.container import ContainerReader
 from tests.cli.conftest import NODATA, error_lines, leftovers, write_scene
 from tests.conftest import speckled_scene
@@ -107,12 +109,12 @@ def test_decompress_crs_option_sets_a_crs_the_container_lacks(nocrs_scene, tmp_p
 
 @pytest.mark.parametrize("answer, expected", [("EPSG:32629\n", 32629), ("\n", None), ("bogus\n\n", None)])
 def test_interactive_terminal_prompts_for_a_crs(nocrs_scene, tmp_path, monkeypatch, capsys, answer, expected):
-    monkeypatch.setattr(cli, "_interactive", lambda: True)
+    monkeypatch.setattr(compress_command, "interactive", lambda: True)
     monkeypatch.setattr("sys.stdin", io.StringIO(answer))
     assert cli.main(["compress", str(nocrs_scene), "--no-estimate", "-q"]) == 0
     err = capsys.readouterr().err
     assert "CRS for " in err and "EPSG:XXXX or WKT, Enter keeps none" in err
-    monkeypatch.setattr(cli, "_interactive", lambda: False)
+    monkeypatch.setattr(decompress_command, "interactive", lambda: False)
     assert cli.main(["decompress", str(nocrs_scene.with_suffix(".npz")), "-o", str(tmp_path / "o.tif"), "-q"]) == 0
     with rasterio.open(tmp_path / "o.tif") as ds:
         assert (ds.crs.to_epsg() if ds.crs else None) == expected

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from sarcodec import cli
+from sarcodec.cli import jobs
 from sarcodec.codec.container import ContainerReader
 from tests.cli.conftest import cli_env, error_lines, leftovers, run_cli, write_scene
 from tests.cli.test_roundtrip import assert_nodata_preserved, assert_same_metadata
@@ -63,7 +64,7 @@ def test_errors_name_stdin_not_the_spool_file(tmp_path, private_tmp):
 
 def test_stdout_refuses_a_terminal_and_stdin_twice(small_scene, capsys, monkeypatch):
     assert cli.main(["compress", "-", "-", "-o", "x"]) == 4
-    monkeypatch.setattr(cli, "_is_tty", lambda stream: True)
+    monkeypatch.setattr(jobs, "is_tty", lambda stream: True)
     assert cli.main(["compress", str(small_scene), "-o", "-"]) == 4
     assert "terminal" in capsys.readouterr().err
 

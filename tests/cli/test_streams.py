@@ -25,6 +25,7 @@ import pytest
 import rasterio
 
 from sarcodec import cli
+from sarcodec.cli import info as info_command
 from sarcodec.codec.container import ContainerReader
 from tests.cli.conftest import cli_env, error_lines, run_cli, write_scene
 from tests.conftest import speckled_scene
@@ -226,7 +227,7 @@ def test_python_warnings_and_gdal_messages_become_one_sarcodec_line_each(monkeyp
         logging.getLogger("rasterio._env").warning("CPLE_AppDefined in TIFFReadDirectory: odd tag")
         return 0
 
-    monkeypatch.setattr(cli, "run_info", noisy_info)
+    monkeypatch.setattr(info_command, "run_info", noisy_info)
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         assert cli.main(["info", "whatever.npz"]) == 0
