@@ -78,12 +78,12 @@ class Despeckler(nn.Module):
         return x + self.body((x - mean) / 10.0) * 10.0 + self.offset_db
 
 
-def _bands(held_out: bool) -> list[np.ndarray]:
+def _bands(held_out: bool, min_side: int = CROP) -> list[np.ndarray]:
     root = os.environ.get("SARCODEC_DATA") or str(REPO.parent / "shared" / "data" / "sar-train")
     train, val = load_split(root, HELD_OUT_DATES, "br", SOURCES)
     chosen = val if held_out else train
     return [np.where(b.valid, b.db, np.median(b.db[b.valid])).astype(np.float32) for b in chosen
-            if min(b.db.shape) >= CROP and b.valid.mean() > 0.95]
+            if min(b.db.shape) >= min_side and b.valid.mean() > 0.95]
 
 
 def _crops(bands: list[np.ndarray], n: int, size: int, rng: np.random.Generator) -> torch.Tensor:
@@ -125,11 +125,12 @@ def train(which: str, minutes: float, seed: int = 20261205, out_dir: Path = OUT_
         opt.load_state_dict(state["opt"])
         step, elapsed = int(state["step"]), float(state["elapsed"])
         log(f"resuming {which} at step {step} ({elapsed / 60:.1f} of {minutes} minutes done)")
-    bands = _bands(held_out=False)
+    crop = CROP if which == "sr" else 64
+    bands = _bands(held_out=False, min_side=max(crop, 96))
     rng = np.random.default_rng(seed + step)
     t0 = time.monotonic() - elapsed
     while time.monotonic() - t0 < minutes * 60:
-        x = _crops(bands, 16, CROP if which == "sr" else 64, rng)
+        x = _crops(bands, 16, crop, rng)
         if which == "sr":
             loss = F.mse_loss(model(downsample_db(x)), x)
         else:
@@ -144,18 +145,24 @@ def train(which: str, minutes: float, seed: int = 20261205, out_dir: Path = OUT_
                         "elapsed": time.monotonic() - t0}, state_path)
             log(f"{which} step {step}: loss {loss.item():.4f} dB^2 ({(time.monotonic() - t0) / 60:.1f} min)")
     if which == "despeckle":
-        _calibrate_intensity(model, bands, rng)
+        _calibrate_intensity(model, bands)
     return export(model, which, out_dir)
 
 
-def _calibrate_intensity(model: nn.Module, bands: list[np.ndarray], rng: np.random.Generator) -> None:
-    """Set the offset so that the despeckled training crops keep their mean intensity."""
+def _calibrate_intensity(model: nn.Module, bands: list[np.ndarray]) -> None:
+    """Set the offset so that a typical whole training band keeps its mean intensity.
+
+    The median of per-band ratios, not one ratio over pooled crops: a pooled mean is ruled by the
+    few bright urban crops, where smoothing in dB loses the most intensity, and over-corrects the
+    rest of the scene by about 10 %.
+    """
     with torch.no_grad():
         model.offset_db.zero_()
-        x = _crops(bands, 64, 96, rng)
-        y = model(x)
-        ratio = (10.0 ** (x / 10.0)).mean() / (10.0 ** (y / 10.0)).mean()
-        model.offset_db.fill_(float(10.0 * torch.log10(ratio)))
+        ratios = []
+        for b in bands[:80]:
+            y = model(torch.from_numpy(b)[None, None])[0, 0].numpy()
+            ratios.append(float((10.0 ** (b / 10.0)).mean() / (10.0 ** (y / 10.0)).mean()))
+        model.offset_db.fill_(float(10.0 * np.log10(np.median(ratios))))
 
 
 def _name(which: str) -> str:
