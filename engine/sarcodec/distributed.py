@@ -698,6 +698,30 @@ def _decode_shard(ctx: RankContext, shards: ShardFolder, reader: Any, plan: Deco
     return {"device": device, "batch_size": batch_size}
 
 
+def copy_shard_rows(indices: list[dict[str, Any]], shards: ShardFolder, out: Any, bands: int, height: int) -> None:
+    """Rank 0: every rank's row blocks into ``out`` (a ``GeoTiffSink``), checking that each row of each
+    band comes from exactly one rank (the first rank's block wins where two ranks wrote the same one)."""
+    blocks: dict[tuple[int, int], tuple[int, list[Any]]] = {}
+    for k, idx in enumerate(indices):
+        for b in idx["blocks"]:
+            blocks.setdefault((b[0], b[1]), (k, b))
+    reader = _ShardReader(shards)
+    try:
+        covered = dict.fromkeys(range(bands), 0)
+        for (band, row0), (k, b) in sorted(blocks.items()):
+            _, _, n, w, dtype, offset, length = b
+            if row0 != covered[band]:
+                raise DistributedRunError(f"band {band + 1}: rows {covered[band]}..{row0} came from no rank")
+            arr = np.frombuffer(reader.read(k, offset, length), dtype=np.dtype(dtype)).reshape(n, w)
+            out.write_rows(row0, arr[None], None, indexes=[band + 1])
+            covered[band] = row0 + n
+        short = [i + 1 for i, end in covered.items() if end != height]
+        if short:
+            raise DistributedRunError(f"band(s) {short} are not fully covered by the ranks' shards")
+    finally:
+        reader.close()
+
+
 def _stitch(ctx: RankContext, shards: ShardFolder, plan: DecodePlan, options: Any, source: Any,
             destination: str | os.PathLike[str], report: dict[str, Any], t0: float) -> Any:
     """Rank 0: write every rank's rows into one GeoTIFF, checking each band is covered exactly once."""
@@ -709,12 +733,9 @@ def _stitch(ctx: RankContext, shards: ShardFolder, plan: DecodePlan, options: An
 
     bands, height, width = plan.header["shape"]
     indices = [shards.read_index(k) for k in range(ctx.world_size)]
-    blocks: dict[tuple[int, int], tuple[int, list[Any]]] = {}
     damaged: set[int] = set()
-    for k, idx in enumerate(indices):
+    for idx in indices:
         damaged.update(idx.get("damaged", []))
-        for b in idx["blocks"]:
-            blocks.setdefault((b[0], b[1]), (k, b))
     final = Path(destination)
     meta = plan.meta
 
@@ -725,19 +746,8 @@ def _stitch(ctx: RankContext, shards: ShardFolder, plan: DecodePlan, options: An
 
     out = GeoTiffSink(final, plan.profile, finalize=finalize,
                       commit_on_close=not options.cog)
-    reader = _ShardReader(shards)
     try:
-        covered = {i: 0 for i in range(bands)}
-        for (band, row0), (k, b) in sorted(blocks.items()):
-            _, _, n, w, dtype, offset, length = b
-            if row0 != covered[band]:
-                raise DistributedRunError(f"band {band + 1}: rows {covered[band]}..{row0} came from no rank")
-            arr = np.frombuffer(reader.read(k, offset, length), dtype=np.dtype(dtype)).reshape(n, w)
-            out.write_rows(row0, arr[None], None, indexes=[band + 1])
-            covered[band] = row0 + n
-        short = [i + 1 for i, end in covered.items() if end != height]
-        if short:
-            raise DistributedRunError(f"band(s) {short} are not fully covered by the ranks' shards")
+        copy_shard_rows(indices, shards, out, bands, height)
         out.close()
         if options.cog:
             to_cog(out.tmp, final, plan.profile)
@@ -745,7 +755,6 @@ def _stitch(ctx: RankContext, shards: ShardFolder, plan: DecodePlan, options: An
         out.abort()
         raise
     finally:
-        reader.close()
         if options.cog:
             out.tmp.unlink(missing_ok=True)
     warnings = list(plan.warnings)

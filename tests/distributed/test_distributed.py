@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,7 @@ from sarcodec.distributed import RankLogProgress, ShardFolder, is_distributed, r
 from sarcodec.inputs import resolve_inputs
 
 from ..conftest import speckled_scene
-from .conftest import torchrun
+from .conftest import REPO, torchrun
 
 OPTS = {"tile_size": 128, "overlap": 32, "device": "cpu"}
 
@@ -242,3 +244,22 @@ def test_torchrun_salvage_reports_what_one_process_reports(tmp_path, reference, 
     assert two["batch_size"] == one.batch_size > 0
     with rasterio.open(tmp_path / "one.tif") as a, rasterio.open(tmp_path / "two.tif") as b:
         assert b.nodata == a.nodata is not None and np.array_equal(a.read(), b.read())
+
+
+@pytest.mark.parametrize("nproc", [1, 3])
+def test_torchrun_infer_writes_what_one_process_writes(tmp_path, write_geotiff, nproc):
+    """The shipped x2 example over a scene with nodata: rows split over ranks, one identical GeoTIFF."""
+    a = speckled_scene(150, 170, seed=5)
+    a[:12, :20] = 0
+    src = write_geotiff(a, nodata=0)
+    model = REPO / "resources" / "models" / "examples" / "sr_x2.onnx"
+    common = ["--tile-size", "64", "--overlap", "16", "--device", "cpu", "-q"]
+    one = subprocess.run([sys.executable, "-m", "sarcodec", "infer", str(model), str(src), "-o",
+                          str(tmp_path / "one.tif"), *common], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr
+    proc = torchrun(nproc, "infer", str(model), str(src), "-o", str(tmp_path / "ranks.tif"), *common,
+                    module="sarcodec")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with rasterio.open(tmp_path / "one.tif") as x, rasterio.open(tmp_path / "ranks.tif") as y:
+        assert np.array_equal(x.read(), y.read()) and x.transform == y.transform and x.nodata == y.nodata
+    assert shards_left(tmp_path) == []

@@ -85,7 +85,7 @@ def _gdal_messages_to_log() -> Iterator[None]:
 
 def _stdout_closed_for_data(args: argparse.Namespace) -> bool:
     """``-o -`` (or ``-`` in with no ``-o``) while stdout was closed at start-up (``>&-``)."""
-    if not stream_was_closed(1) or args.command not in ("compress", "decompress"):
+    if not stream_was_closed(1) or args.command not in ("compress", "decompress", "infer"):
         return False
     return args.output == STDIO or (args.output is None and STDIO in args.inputs)
 
@@ -112,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             except SystemExit as exc:  # --help, --version and usage errors exit from inside argparse
                 return exc.code if isinstance(exc.code, int) else (EXIT_OK if exc.code is None else EXIT_USAGE)
             if getattr(args, "command", None) is None:
-                say(sys.stderr, error_line(f"a command is required: compress, decompress or info "
+                say(sys.stderr, error_line(f"a command is required: compress, decompress, info, models or infer "
                                            f"(see '{PROG} --help')"))
                 return EXIT_USAGE
             if _stdout_closed_for_data(args):

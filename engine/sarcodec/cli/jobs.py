@@ -67,8 +67,12 @@ class _Entry:
     origin: str | None = None
 
 
-def _auto_name(source: str, suffix: str) -> str:
-    return "stdin" + suffix if source == STDIO else str(Path(source).with_suffix(suffix))
+def _auto_name(source: str, suffix: str, tag: str = "") -> str:
+    """``scene.tif`` -> ``scene.npz``; with a ``tag`` (infer: ``_sr_x2``) -> ``scene_sr_x2.tif``."""
+    if source == STDIO:
+        return "stdin" + tag + suffix
+    path = Path(source)
+    return str(path.with_name(path.stem + tag + suffix)) if tag else str(path.with_suffix(suffix))
 
 
 def _resolve_raster_inputs(source: str, suffix: str) -> list[_Entry]:
@@ -100,12 +104,14 @@ def _resolve_raster_inputs(source: str, suffix: str) -> list[_Entry]:
     return entries
 
 
-def plan_jobs(inputs: Sequence[str], output: str | None, suffix: str, *, expand: bool = False) -> list[Job]:
+def plan_jobs(inputs: Sequence[str], output: str | None, suffix: str, *, expand: bool = False,
+              tag: str = "") -> list[Job]:
     """Map inputs to outputs; problems of the command line as a whole are usage errors (exit 4).
 
     Problems of one file (missing, existing output) are left to the run of that file, so one bad
     input does not stop the others. ``expand`` resolves products and folders into their rasters
-    (compress); "several inputs" then counts rasters, not arguments.
+    (compress); "several inputs" then counts rasters, not arguments. ``tag`` goes between an
+    input's stem and ``suffix`` in the names made for it (infer writes a ``.tif`` next to a ``.tif``).
     """
     if sum(1 for s in inputs if s == STDIO) > 1:
         raise UsageError("standard input ('-') can be given only once")
@@ -116,11 +122,11 @@ def plan_jobs(inputs: Sequence[str], output: str | None, suffix: str, *, expand:
     entries: list[_Entry] = []
     for source in inputs:
         if source == STDIO:
-            entries.append(_Entry(STDIO, STDIO if output is None else _auto_name(STDIO, suffix)))
+            entries.append(_Entry(STDIO, STDIO if output is None else _auto_name(STDIO, suffix, tag)))
         elif expand:
             entries.extend(_resolve_raster_inputs(source, suffix))
         else:
-            entries.append(_Entry(source, _auto_name(source, suffix)))
+            entries.append(_Entry(source, _auto_name(source, suffix, tag)))
     several = len(entries) > 1
     into_folder = False
     if output == STDIO:

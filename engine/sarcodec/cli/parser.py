@@ -14,7 +14,7 @@ from typing import Any
 
 from sarcodec.errors import EXIT_OK, EXIT_USAGE
 
-from . import compress, decompress, info, models
+from . import compress, decompress, infer, info, models
 from .engine import version_text
 from .messages import PROG, error_line, say
 from .options import epilog, formatter
@@ -32,6 +32,7 @@ examples:
   sarcodec compress *.tif -o compressed/           # several inputs into one folder
   cat a.tif | sarcodec compress - -o - | sarcodec decompress - -o b.tif
   sarcodec info scene.npz                          # the container header
+  sarcodec infer sr_x2.onnx scene.tif -o x2.tif    # run an ONNX model over the whole scene
   sarcodec COMMAND --help                          # options of one command
 
 environment:
@@ -75,4 +76,5 @@ def build_parser() -> CliParser:
     decompress.add_parser(sub)
     info.add_parser(sub)
     models.add_parser(sub)
+    infer.add_parser(sub)
     return parser

@@ -19,12 +19,11 @@ from typing import Any
 import numpy as np
 
 from sarcodec.distributed import (
-    DistributedRunError,
     ShardFolder,
     ShardWriter,
     _rank_job,
-    _ShardReader,
     agreed_step,
+    copy_shard_rows,
     shard_ranges,
 )
 from sarcodec.infer.run import InferOptions, InferPlan, InferResult, _ValueSink, engine_device, plan_inference
@@ -136,29 +135,12 @@ def stitch_rows(world_size: int, shards: ShardFolder, plan: InferPlan, destinati
     from sarcodec.geometa import apply_geo_metadata
     from sarcodec.raster_io import GeoTiffSink
 
-    bands, height = int(plan.profile["count"]), int(plan.profile["height"])
-    blocks: dict[tuple[int, int], tuple[int, list[Any]]] = {}
-    for k in range(world_size):
-        for b in shards.read_index(k)["blocks"]:
-            blocks.setdefault((b[0], b[1]), (k, b))
     meta = plan.meta
     out = GeoTiffSink(destination, plan.profile, finalize=lambda ds: apply_geo_metadata(ds, meta))
-    reader = _ShardReader(shards)
     try:
-        covered = dict.fromkeys(range(bands), 0)
-        for (band, row0), (k, b) in sorted(blocks.items()):
-            _, _, n, w, dtype, offset, length = b
-            if row0 != covered[band]:
-                raise DistributedRunError(f"band {band + 1}: rows {covered[band]}..{row0} came from no rank")
-            arr = np.frombuffer(reader.read(k, offset, length), dtype=np.dtype(dtype)).reshape(n, w)
-            out.write_rows(row0, arr[None], None, indexes=[band + 1])
-            covered[band] = row0 + n
-        short = [i + 1 for i, end in covered.items() if end != height]
-        if short:
-            raise DistributedRunError(f"band(s) {short} are not fully covered by the ranks' shards")
+        copy_shard_rows([shards.read_index(k) for k in range(world_size)], shards, out,
+                        int(plan.profile["count"]), int(plan.profile["height"]))
         out.close()
     except BaseException:
         out.abort()
         raise
-    finally:
-        reader.close()
