@@ -113,7 +113,7 @@ def bias_offset(l_orig: np.ndarray, base: np.ndarray, e: float) -> float:
 class OutputModel:
     """The decoder's conversion from L_dB to output values, run by the encoder to check the bound.
 
-    ``values(l_db)`` is exactly what ``pipeline.BandWriter`` writes for decoded L_dB (float32 model
+    ``values(l_db)`` is exactly what ``band_writer.BandWriter`` writes for decoded L_dB (float32 model
     domain, the band's offset, no gain, ``from_log`` into the original type), so the encoder sees the
     pixels a user will read. ``error_db`` measures them against the original the way users do.
     """
