@@ -60,17 +60,24 @@ def workload(tmp_path_factory, tiny_model):
     private = folder / "tmp"
     private.mkdir()
     scene = write_scene(folder / "scene.tif", speckled_scene(512, 768, seed=12))
-    os.environ["SARCODEC_MODEL"] = str(tiny_model)
-    refs = {}
-    for command, src, out in (("compress", scene, folder / "ref.npz"),
-                              ("decompress", folder / "ref.npz", folder / "ref.tif")):
-        proc = _start([command, str(src), "-o", str(out)], private)
-        _, err = proc.communicate(timeout=240)
-        assert proc.returncode == 0, err.decode()
-        progress_lines = sum(1 for line in err.splitlines() if _is_progress(line))
-        assert progress_lines >= 2, err.decode()  # the moments below need a first and a last one
-        refs[command] = (src, out.read_bytes(), progress_lines)
-    return folder, private, refs
+    previous = os.environ.get("SARCODEC_MODEL")
+    os.environ["SARCODEC_MODEL"] = str(tiny_model)  # module scope: monkeypatch is per test
+    try:
+        refs = {}
+        for command, src, out in (("compress", scene, folder / "ref.npz"),
+                                  ("decompress", folder / "ref.npz", folder / "ref.tif")):
+            proc = _start([command, str(src), "-o", str(out)], private)
+            _, err = proc.communicate(timeout=240)
+            assert proc.returncode == 0, err.decode()
+            progress_lines = sum(1 for line in err.splitlines() if _is_progress(line))
+            assert progress_lines >= 2, err.decode()  # the moments below need a first and a last one
+            refs[command] = (src, out.read_bytes(), progress_lines)
+        yield folder, private, refs
+    finally:  # later test modules must see the environment they started with
+        if previous is None:
+            os.environ.pop("SARCODEC_MODEL", None)
+        else:
+            os.environ["SARCODEC_MODEL"] = previous
 
 
 def _wait_for_torch_then_signal(proc: subprocess.Popen, signum: int, fifo: Path) -> int | None:

@@ -15,7 +15,7 @@ file stores it as JSON (version 1) or compactly (version 2, ``compact_header``).
 back the same keys, in the order the writer uses; keys this version does not know are kept
 (``extra``), so a newer writer's additions survive.
 
-This module is the bottom of the codec's import graph (``container`` and ``pipeline`` import it),
+This module is the bottom of the codec's import graph (``container``, ``encode`` and ``decode`` import it),
 so the format's constants and limits live here and are re-exported by ``container``.
 """
 
