@@ -94,11 +94,11 @@ def main() -> int:
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
             rows[kind] = json.loads(out.strip().splitlines()[-1])
     print(f"scene {args.size} x {args.size} ({mp:.1f} MP), CPU threads: {_threads()}")
-    print(f"{'step':<22} {'seconds':>8} {'MP/s':>6} {'peak RSS MB':>12} {'bpp':>6}")
+    print(f"{'step':<30} {'seconds':>8} {'MP/s':>6} {'peak RSS MB':>12} {'bpp':>6}")
     for kind, r in rows.items():
         bpp = f"{r['bpp']:.3f}" if "bpp" in r else ""
         label = "JPEG2000 (log DN) enc" if kind == "jpeg2000" else f"sarcodec {kind.replace('_', ' ')}"
-        print(f"{label:<22} {r['seconds']:>8.1f} {mp / r['seconds']:>6.2f} {r['peak_rss_mb']:>12.0f} {bpp:>6}")
+        print(f"{label:<30} {r['seconds']:>8.1f} {mp / r['seconds']:>6.2f} {r['peak_rss_mb']:>12.0f} {bpp:>6}")
     ratio = rows["compress"]["seconds"] / rows["jpeg2000"]["seconds"]
     print(f"sarcodec encode time / JPEG2000 encode time: {ratio:.1f}x")
     c, d = mp / rows["compress"]["seconds"], mp / rows["decompress"]["seconds"]
