@@ -5,6 +5,13 @@ of tiles in a background thread while the current batch computes, blends overlap
 row band, writes rows as soon as no later tile can touch them, and hands tiles with non-finite or
 extreme values to a caller-supplied fallback instead of failing the run. Memory depends on tile
 size, batch and scene width, never on scene height.
+
+On CUDA a batch stays on the device from the model to the blended rows (issue 15): its inputs go up
+from one reused pinned buffer, the bad-tile check runs there and returns a flag and a peak per tile,
+the overlapping outputs are blended into a device-side row band (``device_blending``), and each
+finished row band comes back once, through pinned memory. On the CPU the host path (numpy blending)
+runs exactly as before. ``DEVICE_BLENDING`` overrides the choice: the tests force the device path on
+the CPU, where it must give the same rows bit for bit, and ``bench/gpu_check.py`` times both on a GPU.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import torch
 
 from .blending import CosineWindow, RowBandAccumulator, WindowKind
 from .device import DeviceChoice, DevicePolicy, batch_from_memory, is_oom
+from .device_blending import DeviceRowBandAccumulator
 from .errors import OutOfMemoryError, UsageError
 from .progress import NullProgress, Progress, check_cancelled
 from .raster_io import RowSink, TileSource, bounded_gdal_cache
@@ -29,6 +37,8 @@ from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, Tile, TileGrid, as_scale
 
 DEFAULT_MAX_ABS = 1e6
 PLANNED_BATCH = 8  # batch used to plan read-ahead before a CUDA probe has sized the real one
+# Keep batches on the device through blending: None = on CUDA only; True/False force it either way.
+DEVICE_BLENDING: bool | None = None
 
 BadTileFallback = Callable[[Tile, np.ndarray, str], np.ndarray]
 TileOrder = Literal["grid", "shuffled"]
@@ -85,40 +95,107 @@ def passthrough_fallback(tile: Tile, tile_input: np.ndarray, reason: str) -> np.
     return tile_input
 
 
-def _bad_tiles(batch: np.ndarray, max_abs: float) -> list[str | None]:
-    """Per tile: None when usable, else a short reason (non-finite or extreme values)."""
-    flat = batch.reshape(batch.shape[0], -1)
-    finite = np.isfinite(flat).all(axis=1)
-    with np.errstate(invalid="ignore"):
-        peak = np.where(finite, np.abs(np.nan_to_num(flat)).max(axis=1, initial=0.0), 0.0)
+def _reasons(finite: np.ndarray, peak: np.ndarray, max_abs: float) -> list[str | None]:
     return [
         "non-finite values" if not f else (f"values beyond +/-{max_abs:g}" if p > max_abs else None)
         for f, p in zip(finite, peak, strict=True)
     ]
 
 
-class BatchExecutor:
-    """Runs batches on the chosen device, halving the batch on CUDA out-of-memory."""
+def _bad_tiles(batch: np.ndarray, max_abs: float) -> list[str | None]:
+    """Per tile: None when usable, else a short reason (non-finite or extreme values)."""
+    flat = batch.reshape(batch.shape[0], -1)
+    finite = np.isfinite(flat).all(axis=1)
+    with np.errstate(invalid="ignore"):
+        peak = np.where(finite, np.abs(np.nan_to_num(flat)).max(axis=1, initial=0.0), 0.0)
+    return _reasons(finite, peak, max_abs)
 
-    def __init__(self, model: TileModel, choice: DeviceChoice, progress: Progress, report: RunReport):
+
+@torch.inference_mode()
+def _bad_tiles_on_device(batch: torch.Tensor, max_abs: float) -> list[str | None]:
+    """``_bad_tiles`` for a batch on the device: only a flag and a peak per tile come back to the host."""
+    flat = batch.reshape(batch.shape[0], -1)
+    finite = torch.isfinite(flat).all(dim=1)
+    peak = torch.where(finite, torch.nan_to_num(flat).abs().amax(dim=1), 0.0)
+    stats = torch.stack([finite.to(peak.dtype), peak]).cpu().numpy()
+    return _reasons(stats[0] != 0, stats[1], max_abs)
+
+
+def _blends_on_device(device: torch.device) -> bool:
+    return device.type == "cuda" if DEVICE_BLENDING is None else DEVICE_BLENDING
+
+
+class PinnedStaging:
+    """One host buffer every batch passes through on its way to the device, pinned on CUDA.
+
+    A copy from pageable memory makes the driver stage it through its own pinned buffer and blocks
+    the caller; from pinned memory it is one DMA that runs while the host goes on. Pinning costs a
+    page-locking system call, so the buffer is pinned once and reused (grown when a batch is
+    larger). Before it is overwritten the previous batch's copy must have read it: an event marks
+    that point.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.pin = device.type == "cuda"
+        self._buffer: torch.Tensor | None = None
+        self._copied: torch.cuda.Event | None = None
+
+    def upload(self, chunk: np.ndarray) -> torch.Tensor:
+        """A device tensor holding ``chunk`` in the same memory layout; never a view of the staging buffer.
+
+        The layout matters: a batch of channels-last tiles (a decoder's latents at a ragged edge)
+        reaches the model channels-last, as ``torch.from_numpy(chunk).to(device)`` hands it over,
+        and a convolution may round differently in the other layout.
+        """
+        src = torch.from_numpy(chunk)
+        layout = torch.empty_like(src, device="meta")  # src's strides when dense, else contiguous ones
+        if self._copied is not None:
+            self._copied.synchronize()
+        if self._buffer is None or self._buffer.dtype != src.dtype or self._buffer.numel() < src.numel():
+            self._buffer = torch.empty(src.numel(), dtype=src.dtype, pin_memory=self.pin)
+        staged = self._buffer.as_strided(layout.shape, layout.stride())
+        staged.copy_(src)
+        x = torch.empty_strided(layout.shape, layout.stride(), dtype=src.dtype, device=self.device)
+        x.copy_(staged, non_blocking=self.pin)
+        if self.pin:
+            self._copied = torch.cuda.Event()
+            self._copied.record(torch.cuda.current_stream(self.device))
+        return x
+
+
+class BatchExecutor:
+    """Runs batches on the chosen device, halving the batch on CUDA out-of-memory.
+
+    ``on_device``: outputs stay on the device as one float32 tensor (the device path), inputs go up
+    through ``PinnedStaging``; otherwise they come back as a numpy array.
+    """
+
+    def __init__(self, model: TileModel, choice: DeviceChoice, progress: Progress, report: RunReport,
+                 *, on_device: bool = False):
         self.model = model
         self.choice = choice
         self.progress = progress
         self.report = report
         self.batch_size = choice.batch_size
+        self.on_device = on_device
+        self.staging = PinnedStaging(choice.device) if on_device else None
 
-    def _forward(self, chunk: np.ndarray) -> np.ndarray:
+    def _forward(self, chunk: np.ndarray) -> np.ndarray | torch.Tensor:
         dev = self.choice.device
         with torch.inference_mode():
-            x = torch.from_numpy(chunk).to(dev, non_blocking=dev.type == "cuda")
+            if self.staging is not None:
+                x = self.staging.upload(chunk)
+            else:
+                x = torch.from_numpy(chunk).to(dev, non_blocking=dev.type == "cuda")
             if self.choice.amp:
                 with torch.autocast(device_type=dev.type, dtype=torch.float16):
                     y = self.model(x)
             else:
                 y = self.model(x)
-            return y.float().cpu().numpy()
+            return y.float() if self.on_device else y.float().cpu().numpy()
 
-    def _probe(self, one: np.ndarray) -> np.ndarray:
+    def _probe(self, one: np.ndarray) -> np.ndarray | torch.Tensor:
         """Size the batch from the memory one tile really takes (CUDA with --batch-size auto)."""
         dev = self.choice.device
         torch.cuda.reset_peak_memory_stats(dev)
@@ -129,8 +206,8 @@ class BatchExecutor:
         self.progress.info(f"batch size {self.batch_size} ({per_tile / 2**20:.0f} MiB per tile)")
         return out
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        outs: list[np.ndarray] = []
+    def run(self, batch: np.ndarray) -> np.ndarray | torch.Tensor:
+        outs: list = []
         i = 0
         if self.batch_size is None:
             outs.append(self._probe(batch[:1]))
@@ -153,7 +230,12 @@ class BatchExecutor:
                 self.batch_size = max(1, self.batch_size // 2)
                 self.report.oom_retries += 1
                 self.progress.warn(f"out of memory: retrying with batch size {self.batch_size}")
-        return np.concatenate(outs) if len(outs) > 1 else outs[0]
+        if len(outs) == 1:
+            return outs[0]
+        if self.on_device:
+            with torch.inference_mode():
+                return torch.cat(outs)
+        return np.concatenate(outs)
 
 
 def _tile_batches(grid: TileGrid, tile_rows: range, sizer: Callable[[], int], order: TileOrder,
@@ -265,7 +347,8 @@ def _run_tiled(
             progress.warn(choice.warning)
         report = RunReport(device=choice.description, amp=choice.amp, grid=grid)
         model.to(choice.device)
-        executor = BatchExecutor(model, choice, progress, report)
+        on_device = _blends_on_device(choice.device)
+        executor = BatchExecutor(model, choice, progress, report, on_device=on_device)
         first_row, last_row = (0, grid.out_height) if out_rows is None else out_rows
         if not 0 <= first_row < last_row <= grid.out_height:
             raise UsageError(f"output rows {out_rows} are outside 0..{grid.out_height}")
@@ -273,7 +356,12 @@ def _run_tiled(
             next(r for r, s in enumerate(grid.row_spans) if s.out_start + s.out_size > first_row),
             1 + max(r for r, s in enumerate(grid.row_spans) if s.out_start < last_row),
         )
-        acc = RowBandAccumulator(grid, model.out_channels, CosineWindow(grid, window))
+        acc: RowBandAccumulator | DeviceRowBandAccumulator
+        if on_device:
+            acc = DeviceRowBandAccumulator(grid, model.out_channels, CosineWindow(grid, window), choice.device,
+                                           weight_rows=weight_sink is not None)
+        else:
+            acc = RowBandAccumulator(grid, model.out_channels, CosineWindow(grid, window))
         acc.row0 = grid.row_spans[tile_rows.start].out_start
         n_tiles = len(tile_rows) * grid.cols
         progress.start(n_tiles, f"{model.name}: {n_tiles} tiles on {choice.description}")
@@ -281,32 +369,36 @@ def _run_tiled(
         def sizer() -> int:
             return executor.batch_size or PLANNED_BATCH
 
-        def load(tiles: list[Tile]) -> tuple[list[Tile], np.ndarray]:
-            return tiles, np.stack([source.read(t.y0, t.x0, t.height, t.width) for t in tiles])
+        def load(tiles: list[Tile]) -> tuple[list[Tile], np.ndarray, list[str | None]]:
+            """Read a batch and check its inputs, both on the read-ahead thread (beside the network)."""
+            inputs = np.stack([source.read(t.y0, t.x0, t.height, t.width) for t in tiles])
+            return tiles, inputs, _bad_tiles(inputs, max_abs)
 
         batches = _tile_batches(grid, tile_rows, sizer, order, seed)
-        outputs: dict[int, np.ndarray] = {}
+        outputs: dict[int, np.ndarray | torch.Tensor] = {}
         next_index = tile_rows.start * grid.cols
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sarcodec-read") as pool:
             first = next(batches, None)
             future: Future | None = pool.submit(load, first) if first else None
             while future is not None:
                 check_cancelled(progress)
-                tiles, inputs = future.result()
+                tiles, inputs, reasons = future.result()
                 following = next(batches, None)
                 future = pool.submit(load, following) if following else None  # read-ahead
 
-                reasons = _bad_tiles(inputs, max_abs)
                 good = [i for i, r in enumerate(reasons) if r is None]
-                results: list[np.ndarray | None] = [None] * len(tiles)
+                results: list[np.ndarray | torch.Tensor | None] = [None] * len(tiles)
                 if good:
                     tm = time.monotonic()
                     out = executor.run(inputs[good] if len(good) < len(tiles) else inputs)
-                    report.model_seconds += time.monotonic() - tm
+                    if on_device:  # the check waits for the device: the model's time ends there
+                        out_reasons = _bad_tiles_on_device(out, max_abs)
+                        report.model_seconds += time.monotonic() - tm
+                    else:
+                        report.model_seconds += time.monotonic() - tm
+                        out_reasons = _bad_tiles(out, max_abs)
                     for k, i in enumerate(good):
                         results[i] = out[k]
-                    out_reasons = _bad_tiles(out, max_abs)
-                    for k, i in enumerate(good):
                         if out_reasons[k] is not None:
                             reasons[i] = f"model output has {out_reasons[k]}"
                 for i, tile in enumerate(tiles):
@@ -326,10 +418,11 @@ def _run_tiled(
                         row0, blended, weight = acc.pop_rows(end)
                         if row0 < first_row:  # rows of the previous shard: context only
                             cut = min(first_row - row0, blended.shape[1])
-                            row0, blended, weight = row0 + cut, blended[:, cut:], weight[cut:]
+                            row0, blended = row0 + cut, blended[:, cut:]
+                            weight = None if weight is None else weight[cut:]
                         if blended.shape[1]:
                             sink.write_rows(row0, blended, _valid_rows(source, grid, row0, end))
-                            if weight_sink is not None:
+                            if weight_sink is not None and weight is not None:
                                 weight_sink.write_rows(row0, weight[None], None)
                 progress.advance(len(tiles))
             report.tiles = n_tiles
