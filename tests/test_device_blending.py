@@ -4,10 +4,14 @@ On CUDA ``run_tiled`` keeps batches on the device (pinned uploads, bad-tile chec
 one copy back per finished row band). Without a GPU the same code runs with torch device "cpu" when
 ``runner.DEVICE_BLENDING`` forces it; every comparison below is exact equality, which is what the
 same float32 operations in the same order give.
+
+The v1 encoder's chunk rows are entropy-coded on a worker beside the network: its containers must
+stay byte-identical to coding inline, on either path.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from fractions import Fraction
 
 import numpy as np
@@ -234,3 +238,99 @@ def test_bad_tiles_on_the_device_path_reach_the_fallback_as_on_the_host(device_p
     assert reasons == {"non-finite values", "model output has non-finite values",
                        "model output has values beyond +/-1e+06"}
 
+
+# ----------------------------------------------------------------- v1 encoder: coding beside the network
+
+
+class InlineExecutor:
+    """Runs a job at once on the caller's thread: the v1 sink as it coded before the worker."""
+
+    def submit(self, fn, *args, **kwargs) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # noqa: BLE001 - handed back through the future, as a pool does
+            future.set_exception(exc)
+        return future
+
+
+@pytest.fixture(scope="module")
+def v1_model(tmp_path_factory):
+    from .conftest import random_checkpoint
+
+    return random_checkpoint(tmp_path_factory.mktemp("models") / "small.pt", latent_channels=32,
+                             hyper_channels=16, model_id="test-small")
+
+
+@pytest.fixture
+def v1_scene(write_geotiff):
+    from .conftest import speckled_scene
+
+    scene = speckled_scene(1100, 600, seed=12)
+    scene[:, :20] = 0  # nodata border
+    scene[700:720, 300:320] = 60000  # a tile the (patched) model fails on, in the second chunk row
+    return write_geotiff(scene, nodata=0)
+
+
+@pytest.fixture
+def failing_bright_tiles(monkeypatch):
+    from sarcodec.codec.model import SarCodec
+
+    original = SarCodec.analysis
+
+    def analysis(self, x, quality):
+        y = original(self, x, quality)
+        y[x.flatten(1).amax(dim=1) > 3.5] = float("nan")
+        return y
+
+    monkeypatch.setattr(SarCodec, "analysis", analysis)
+
+
+def test_v1_chunk_rows_are_coded_on_the_worker_and_the_container_is_unchanged(
+        v1_scene, v1_model, tmp_path, monkeypatch, failing_bright_tiles):
+    """Coded on the worker, inline (as before), or after the device path: the same bytes (order, bad tiles, samples)."""
+    import threading
+
+    from sarcodec.codec import hyperprior_v1, workers
+    from sarcodec.codec.pipeline import CompressOptions, compress_raster
+
+    threads = set()
+    code = hyperprior_v1.LatentChunkSink._code_chunk_row
+
+    def recording(self, *args):
+        threads.add(threading.current_thread().name.split("_")[0])
+        return code(self, *args)
+
+    monkeypatch.setattr(hyperprior_v1.LatentChunkSink, "_code_chunk_row", recording)
+    opts = CompressOptions(model_path=v1_model, device="cpu", tile_size=256, overlap=64)
+    data, bad_tiles = {}, {}
+    for case, pool, device_blending in (("worker", workers.chunk_row_pool, None), ("inline", InlineExecutor, None),
+                                        ("device path", workers.chunk_row_pool, True)):
+        monkeypatch.setattr(hyperprior_v1, "chunk_row_pool", pool)
+        monkeypatch.setattr(runner, "DEVICE_BLENDING", device_blending)
+        bad_tiles[case] = compress_raster(v1_scene, tmp_path / "out.npz", opts).bad_tiles
+        data[case] = (tmp_path / "out.npz").read_bytes()
+        (tmp_path / "out.npz").unlink()
+    assert threads == {"sarcodec-rows", "MainThread"}
+    assert bad_tiles["worker"] >= 1 and len(set(bad_tiles.values())) == 1
+    assert data["worker"] == data["inline"] == data["device path"]
+
+
+def test_an_error_while_coding_on_the_worker_fails_the_run_and_leaves_no_file(v1_scene, v1_model, tmp_path,
+                                                                              monkeypatch):
+    from sarcodec.codec.entropy import LatentCoder
+    from sarcodec.codec.pipeline import CompressOptions, compress_raster
+
+    calls = []
+    encode = LatentCoder.encode_chunk
+
+    def failing(self, y):
+        calls.append(1)
+        if len(calls) > 3:
+            raise OSError("disk vanished")
+        return encode(self, y)
+
+    monkeypatch.setattr(LatentCoder, "encode_chunk", failing)
+    with pytest.raises(OSError, match="disk vanished"):
+        compress_raster(v1_scene, tmp_path / "out.npz", CompressOptions(model_path=v1_model, device="cpu"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scene.tif"]

@@ -3,7 +3,8 @@
 A band is normalised to log backscatter, run through the model's analysis transform by the tiled
 engine (``sarcodec.runner``: overlapping tiles, core window, GPU when present) and the latents are
 entropy-coded in chunks of ``CHUNK`` x ``CHUNK`` latents (512 x 512 pixels) by ``LatentChunkSink``,
-with the nodata mask and the pixels the model cannot code stored losslessly beside each chunk.
+with the nodata mask and the pixels the model cannot code stored losslessly beside each chunk. A
+finished chunk row is coded on a worker thread while the network computes the next one.
 Decoding runs the synthesis transform over tiles of latents that ``LatentSource`` decodes lazily
 (cosine-blended overlaps) and hands the rows to ``BandWriter``.
 
@@ -14,8 +15,10 @@ codec id; v2 has its own in ``codec/dct_v2.py``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections import OrderedDict
+from concurrent.futures import Future
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,7 +41,7 @@ from .geotiff_output import weight_map_sink
 from .model import SarCodec
 from .options import BandEncoding, CompressOptions
 from .quality import QualitySample, quality_sample
-from .workers import coding_pool
+from .workers import chunk_row_pool, coding_pool
 
 if TYPE_CHECKING:
     from ..device import DevicePolicy
@@ -78,6 +81,12 @@ class LatentChunkSink:
     the model cannot code (and of tiles it failed on), reading those raw pixels once per chunk row.
     A few chunks spread over the band are decoded right away to estimate quality and the
     intensity gain that cancels the log-domain bias.
+
+    All of that for a chunk row runs on a worker (``chunk_row_pool``), so the engine's thread goes
+    back to the network at once instead of waiting for the entropy coder (on a GPU the coder, not
+    the network, sets the pace). One chunk row at most is in flight: the next waits for it, which
+    keeps the records in chunk order, the container byte-identical to coding inline, and memory
+    bounded.
     """
 
     def __init__(self, *, ds, band: int, index: int, domain: Domain, nodata: float | None, model: SarCodec,
@@ -94,6 +103,7 @@ class LatentChunkSink:
         self._rows: list[np.ndarray] = []
         self._buffered = 0
         self._next_chunk_row = first_chunk_row
+        self._coding: Future | None = None  # the chunk row on the worker
         self.bad_windows: list[tuple[int, int, int, int]] = []
         n_chunks = self.chunk_rows * self.chunk_cols
         # Enough chunks to average out scene content, few enough to cost little on big scenes.
@@ -126,22 +136,34 @@ class LatentChunkSink:
         while self._buffered >= CHUNK or (self._buffered and row0 + block.shape[1] >= self.latent_height):
             band = np.concatenate(self._rows, axis=1) if len(self._rows) > 1 else self._rows[0]
             take = min(CHUNK, band.shape[1])
-            self._code_chunk_row(band[:, :take])
+            self._submit(band[:, :take])
             rest = band[:, take:]
             self._rows = [rest] if rest.shape[1] else []
             self._buffered = rest.shape[1]
 
-    def _code_chunk_row(self, y: np.ndarray) -> None:
-        from rasterio.windows import Window
-
+    def _submit(self, y: np.ndarray) -> None:
+        """Hand a chunk row to the worker once the previous one is done (its error surfaces here)."""
+        self._wait()
         cr = self._next_chunk_row
         self._next_chunk_row += 1
+        # The bad windows known now are those coding inline would have seen: later tiles add only
+        # windows below this chunk row (see ``bad_tile``), so the copy changes nothing but is stable.
+        self._coding = chunk_row_pool().submit(self._code_chunk_row, cr, y, tuple(self.bad_windows))
+
+    def _wait(self) -> None:
+        coding, self._coding = self._coding, None
+        if coding is not None:
+            coding.result()
+
+    def _code_chunk_row(self, cr: int, y: np.ndarray, bad_windows: tuple[tuple[int, int, int, int], ...]) -> None:
+        from rasterio.windows import Window
+
         r0 = cr * CHUNK * STRIDE
         r1 = min(r0 + CHUNK * STRIDE, self.ds.height)
         raw = self.ds.read(self.band, window=Window(0, r0, self.ds.width, r1 - r0))
         nodata = nodata_mask_of(raw, self.nodata) if self.nodata is not None else None
         uncodable = uncodable_mask(raw, self.domain, nodata)
-        for by, bx, bh, bw in self.bad_windows:
+        for by, bx, bh, bw in bad_windows:
             ya, yb = max(by, r0), min(by + bh, r1)
             if ya < yb:
                 sel = np.zeros_like(uncodable)
@@ -181,11 +203,15 @@ class LatentChunkSink:
     def close(self) -> None:
         if self._buffered:
             band = np.concatenate(self._rows, axis=1)
-            self._code_chunk_row(band)
+            self._submit(band)
             self._rows, self._buffered = [], 0
+        self._wait()
 
     def abort(self) -> None:
+        """Drop buffered rows; a chunk row still on the worker finishes first (it writes into the writer)."""
         self._rows = []
+        with contextlib.suppress(Exception):  # the run's own error is the one that matters
+            self._wait()
 
 
 def encode_band(plan: CompressPlan, ds, index: int, writer, options: CompressOptions, progress: Progress, *,
