@@ -6,8 +6,9 @@
    20x faster than the whole scene, and time that grows with the window's area, not the scene's.
    The windows are checked against the crop of the full decode (identical pixels).
 2. **Empty chunks.** A 4096 x 4096 scene whose left 40 % is nodata (a GRD swath border) against the
-   same scene without nodata: compress and decompress time each way. Chunks with no valid pixel are
-   one byte and are neither transformed nor entropy-coded. Target: at least 1.4x faster each way.
+   same scene without nodata: compress and decompress time each way (the best of 3 alternating runs).
+   Chunks with no valid pixel are one byte and are neither transformed nor entropy-coded. Target: at
+   least 1.4x faster each way.
 
 Usage: ``python bench/window.py [--size 8192] [--out bench/results]``; prints a table and writes
 ``bench/results/window.json``.
@@ -29,6 +30,9 @@ sys.path.insert(0, str(ROOT / "engine"))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 
+REPEATS = 3
+
+
 def _timed(fn) -> float:
     t = time.perf_counter()
     fn()
@@ -37,8 +41,8 @@ def _timed(fn) -> float:
 
 def window_reads(size: int, tmp: Path) -> dict:
     import rasterio
-    from demo import make_scene
 
+    from demo import make_scene
     from sarcodec.codec.pipeline import CompressOptions, DecompressOptions, compress_raster, decompress_container
 
     src, npz = tmp / "scene.tif", tmp / "scene.npz"
@@ -64,8 +68,8 @@ def window_reads(size: int, tmp: Path) -> dict:
 
 def empty_chunks(size: int, tmp: Path) -> dict:
     import rasterio
-    from demo import make_scene
 
+    from demo import make_scene
     from sarcodec.codec.pipeline import CompressOptions, DecompressOptions, compress_raster, decompress_container
 
     full = tmp / "full4k.tif"
@@ -76,14 +80,24 @@ def empty_chunks(size: int, tmp: Path) -> dict:
     holes = arr.copy()
     holes[:, : int(0.4 * size)] = 0
     out = {}
+    cases = {}
     for name, data in (("no nodata", arr), ("40 % nodata", holes)):
         src = tmp / f"{name[:2]}.tif"
         with rasterio.open(src, "w", **profile) as ds:
             ds.write(data, 1)
-        npz, back = tmp / f"{name[:2]}.npz", tmp / f"{name[:2]}_back.tif"
-        tc = _timed(lambda src=src, npz=npz: compress_raster(src, npz, CompressOptions()))
-        td = _timed(lambda npz=npz, back=back: decompress_container(npz, back, DecompressOptions()))
-        out[name] = {"compress_seconds": tc, "decompress_seconds": td, "bytes": npz.stat().st_size}
+        cases[name] = src
+        out[name] = {"compress_seconds": float("inf"), "decompress_seconds": float("inf")}
+    for _ in range(REPEATS):  # the two scenes alternate, and the fastest of each counts: a busy machine
+        for name, src in cases.items():  # slows single runs, not the ratio of the best ones
+            npz, back = src.with_suffix(".npz"), src.with_name(src.stem + "_back.tif")
+            npz.unlink(missing_ok=True)
+            back.unlink(missing_ok=True)
+            tc = _timed(lambda src=src, npz=npz: compress_raster(src, npz, CompressOptions()))
+            td = _timed(lambda npz=npz, back=back: decompress_container(npz, back, DecompressOptions()))
+            r = out[name]
+            r["compress_seconds"] = min(r["compress_seconds"], tc)
+            r["decompress_seconds"] = min(r["decompress_seconds"], td)
+            r["bytes"] = npz.stat().st_size
     a, b = out["no nodata"], out["40 % nodata"]
     return {"scene": size, "cases": out, "compress_speedup": a["compress_seconds"] / b["compress_seconds"],
             "decompress_speedup": a["decompress_seconds"] / b["decompress_seconds"]}
