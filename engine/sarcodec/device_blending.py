@@ -103,11 +103,14 @@ class DeviceRowBandAccumulator:
         if self.weight_rows:
             host[self.channels].copy_(weight, non_blocking=cuda)
         # Shift the band up (the copies above are queued first on the same stream, so they read the
-        # old rows); the freed rows at the bottom start from zero again.
-        self._sum = torch.roll(self._sum, -n, dims=1)
-        self._weight = torch.roll(self._weight, -n, dims=0)
-        self._sum[:, -n:] = 0
-        self._weight[-n:] = 0
+        # old rows); the freed rows at the bottom start from zero again. Only the rows that stay are
+        # copied (a quarter of the band at the default geometry): no band-sized temporary on the GPU.
+        rest = max(self._weight.shape[0] - n, 0)
+        if rest > 0:
+            self._sum[:, :rest] = self._sum[:, n:].clone()
+            self._weight[:rest] = self._weight[n:].clone()
+        self._sum[:, rest:] = 0
+        self._weight[rest:] = 0
         self.row0 = row_end
         if cuda:
             torch.cuda.current_stream(self.device).synchronize()  # the sink reads the rows next
