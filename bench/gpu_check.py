@@ -10,9 +10,12 @@ Steps (each timed, each row of the table; JSON in ``bench/results/gpu_check.json
 1. **Codec round trips** of a generated 8192 x 8192 scene and of a real scene from ``../shared`` with
    the network codec (v1, ``--device cuda --batch-size auto``): MP/s each way, the batch size NVML
    chose, AMP on or off, peak GPU memory; v2 (the default, CPU-only by design) beside it for scale.
-2. **Engine against the raw model** on the same tiles on the GPU (goal >= 0.85), and where a v1
-   compression's time goes (model incl. host-device copies, blending, entropy coding, GeoTIFF reads):
-   timers around each stage, summed over threads (the entropy coder runs on a pool beside the network).
+2. **Engine against the raw model** on the same tiles on the GPU (goal >= 0.85), once with batches kept
+   on the device through blending (the default on CUDA) and once with the host path (every tile's
+   output copied back and blended in numpy), and where a v1 compression's time goes (model incl.
+   host-device copies, blending, entropy coding, GeoTIFF reads): timers around each stage, summed over
+   threads (the entropy coder runs on a pool beside the network). On the device path blending is only
+   queued; the wait for the device shows in "rows back to the host".
 3. **Cross-device decoding**: a container written on the GPU decoded on the CPU and on the GPU, and
    one written on the CPU decoded on the GPU: latents (entropy-decoded on the CPU in float64) must be
    byte-identical, and the pixels are compared (the synthesis runs in fp16/fp32 on the GPU, fp32 on the
@@ -129,18 +132,31 @@ def engine_vs_raw(src: Path, tmp: Path, device: str) -> dict:
                 torch.cuda.synchronize()
             return time.perf_counter() - t
 
+    def engine(device_blending: bool | None) -> tuple[float, float]:
+        from sarcodec import runner
+
+        runner.DEVICE_BLENDING = device_blending
+        out = tmp / "engine_out.tif"
+        try:
+            with rasterio.open(src) as ds:
+                prof = {**ds.profile, "dtype": "float32", "nodata": None}
+                t = time.perf_counter()
+                rep = run_tiled(TileModel(model), RasterSource(ds, use_nodata=False), GeoTiffSink(out, prof),
+                                tile_size=256, overlap=64, policy=DevicePolicy(device, batch))
+                return time.perf_counter() - t, rep.model_seconds
+        finally:
+            runner.DEVICE_BLENDING = None
+            out.unlink(missing_ok=True)
+
     before = raw()
-    out = tmp / "engine_out.tif"
-    with rasterio.open(src) as ds:
-        prof = {**ds.profile, "dtype": "float32", "nodata": None}
-        t = time.perf_counter()
-        rep = run_tiled(TileModel(model), RasterSource(ds, use_nodata=False), GeoTiffSink(out, prof), tile_size=256,
-                        overlap=64, policy=DevicePolicy(device, batch))
-        engine_s = time.perf_counter() - t
+    engine_s, model_s = engine(None)
+    # The other path: the host path on CUDA, the device path forced on the CPU (a dry run exercises it).
+    other = "host blending" if device.startswith("cuda") else "device blending (forced on the CPU)"
+    other_s, _ = engine(not device.startswith("cuda"))
     raw_s = (before + raw()) / 2
-    out.unlink(missing_ok=True)
     return {"tiles": n, "batch": batch, "engine_s": engine_s, "raw_s": raw_s, "ratio": raw_s / engine_s,
-            "model_s": rep.model_seconds}
+            "model_s": model_s, "other_path": other, "other_path_engine_s": other_s,
+            "other_path_ratio": raw_s / other_s}
 
 
 def where_time_goes(src: Path, tmp: Path, device: str) -> dict:
@@ -150,11 +166,14 @@ def where_time_goes(src: Path, tmp: Path, device: str) -> dict:
     from sarcodec.blending import RowBandAccumulator
     from sarcodec.codec.entropy import LatentCoder
     from sarcodec.codec.pipeline import CompressOptions, compress_raster
+    from sarcodec.device_blending import DeviceRowBandAccumulator
     from sarcodec.raster_io import RasterSource
     from sarcodec.runner import BatchExecutor
 
     stages = {"model + host-device copies": (BatchExecutor, "_forward"),
               "blending": (RowBandAccumulator, "add"), "blending (rows out)": (RowBandAccumulator, "pop_rows"),
+              "blending on the device (queued)": (DeviceRowBandAccumulator, "add"),
+              "rows back to the host": (DeviceRowBandAccumulator, "pop_rows"),
               "entropy coding": (LatentCoder, "encode_chunk"), "GeoTIFF reads": (RasterSource, "read")}
     spent = dict.fromkeys(stages, 0.0)
     lock = threading.Lock()
@@ -320,7 +339,8 @@ def print_table(res: dict) -> None:
         print(f"| {r['case']} | {r['compress_mpx_s']:.2f} | {r['decompress_mpx_s']:.2f} | {r['bpp']:.3f} | "
               f"{r['batch_size']} | {r['amp']} | {peak} | {r['device']} |")
     e = res["engine_vs_raw"]
-    print(f"engine vs raw model: {e['ratio']:.2f} ({e['tiles']} tiles, batch {e['batch']}; goal >= 0.85)")
+    print(f"engine vs raw model: {e['ratio']:.2f} ({e['tiles']} tiles, batch {e['batch']}; goal >= 0.85); "
+          f"{e['other_path']}: {e['other_path_ratio']:.2f}")
     print("where a v1 compression's time goes: " + ", ".join(f"{k} {v:.2f}" for k, v in res["profile"].items()))
     print("cross-device: " + json.dumps(res["cross_device"]))
     print("out of memory: " + json.dumps(res["oom"], default=str))
