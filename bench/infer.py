@@ -1,6 +1,7 @@
-"""``sarcodec infer`` benchmark: a x2 super-resolution ONNX model over 2k, 4k and 8k scenes (issue 14).
+"""``sarcodec infer`` benchmark: x2 super-resolution ONNX models over 2k, 4k and 8k scenes (issue 14).
 
-For each scene size, in its own process (so peak RSS belongs to that run): the product's path
+Two networks (``MODELS``: a small and a medium x2 network); for each scene size and network, in its
+own process (so peak RSS belongs to that run): the product's path
 (``infer_raster``: GeoTIFF in, tiles through onnxruntime, blending, GeoTIFF out at twice the size) and
 the raw model on the same number of tiles of the same size in the same batches (arrays already in
 memory), timed before and after the engine run and averaged. Then a seam check: a scene small enough
@@ -34,8 +35,14 @@ from engine import make_scene  # noqa: E402
 TILE, OVERLAP, BATCH = 256, 32, 4
 
 
-def export_model(path: Path) -> None:
-    """A x2 network of realistic cost (3 convolutions of 32 channels and a pixel shuffle) as ONNX."""
+#: The two x2 networks timed: ``small`` (3 convolutions of 32 channels, ~10 k weights: ESPCN-sized,
+#: about 20 kFLOP per pixel, the size of the shipped example) and ``medium`` (6 convolutions of 48
+#: channels, ~80 k weights, about 160 kFLOP per pixel: still small for a despeckling or SR network).
+MODELS = {"small": (3, 32), "medium": (6, 48)}
+
+
+def export_model(path: Path, layers: int = 3, width: int = 32) -> None:
+    """A x2 network of ``layers`` convolutions of ``width`` channels and a pixel shuffle, as ONNX."""
     import torch
     from torch import nn
 
@@ -43,8 +50,11 @@ def export_model(path: Path) -> None:
         def __init__(self) -> None:
             super().__init__()
             torch.manual_seed(0)
-            self.body = nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1),
-                                      nn.ReLU(), nn.Conv2d(32, 4, 3, padding=1), nn.PixelShuffle(2))
+            body: list[nn.Module] = [nn.Conv2d(1, width, 3, padding=1), nn.ReLU()]
+            for _ in range(layers - 2):
+                body += [nn.Conv2d(width, width, 3, padding=1), nn.ReLU()]
+            body += [nn.Conv2d(width, 4, 3, padding=1), nn.PixelShuffle(2)]
+            self.body = nn.Sequential(*body)
 
         def forward(self, x):
             return nn.functional.interpolate(x, scale_factor=2.0, mode="nearest") + 1e-3 * self.body(x)
@@ -75,6 +85,7 @@ def measure(model: Path, scene: Path) -> dict:
     """Child process: raw model, the product's run, raw model again."""
     import rasterio
 
+    import sarcodec.runner  # noqa: F401 - imports torch: a one-off cost per process, not throughput
     from sarcodec.infer.run import InferOptions, infer_raster
     from sarcodec.tiling import TileGrid
 
@@ -124,25 +135,33 @@ def main() -> int:
     rows = []
     with tempfile.TemporaryDirectory(dir=args.out) as td:
         tmp = Path(td)
-        model = tmp / "x2.onnx"
-        export_model(model)
+        models = {}
+        for name, (layers, width) in MODELS.items():
+            models[name] = tmp / f"x2_{name}.onnx"
+            export_model(models[name], layers, width)
         for size in args.sizes:
             scene = tmp / f"scene_{size}.tif"
             make_scene(scene, size)
-            res = subprocess.run([sys.executable, __file__, "--child", str(model), str(scene)], capture_output=True,
-                                 text=True, check=True)
-            rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
+            for name, model in models.items():
+                res = subprocess.run([sys.executable, __file__, "--child", str(model), str(scene)],
+                                     capture_output=True, text=True, check=True)
+                rows.append({"model": name, **json.loads(res.stdout.strip().splitlines()[-1])})
             scene.unlink()
-        seams = seam_check(model, tmp)
-    print("| scene | tiles | engine MP/s (input) | raw model MP/s | ratio | peak RSS MB |\n|---|---|---|---|---|---|")
+        seams = seam_check(models["small"], tmp)
+    print("| model | scene | tiles | engine MP/s (input) | raw model MP/s | ratio | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['size']} | {r['tiles']} | {r['engine_mps']:.2f} | {r['raw_mps']:.2f} | {r['ratio']:.2f} | "
-              f"{r['peak_rss_mb']:.0f} |")
-    worst = min(r["ratio"] for r in rows)
-    growth = rows[-1]["peak_rss_mb"] / rows[0]["peak_rss_mb"]
-    print(f"target engine/raw >= 0.85: worst {worst:.2f} -> {'MET' if worst >= 0.85 else 'NOT MET'}")
-    print(f"target peak RSS {rows[-1]['size']} <= 1.5x {rows[0]['size']}: {growth:.2f}x -> "
-          f"{'MET' if growth <= 1.5 else 'NOT MET'}")
+        print(f"| {r['model']} | {r['size']} | {r['tiles']} | {r['engine_mps']:.2f} | {r['raw_mps']:.2f} | "
+              f"{r['ratio']:.2f} | {r['peak_rss_mb']:.0f} |")
+    for name in MODELS:
+        mine = [r for r in rows if r["model"] == name]
+        worst = min(r["ratio"] for r in mine)
+        growth = mine[-1]["peak_rss_mb"] / mine[0]["peak_rss_mb"]
+        print(f"{name}: target engine/raw >= 0.85: worst {worst:.2f} -> {'MET' if worst >= 0.85 else 'NOT MET'}; "
+              f"peak RSS {mine[-1]['size']} vs {mine[0]['size']}: {growth:.2f}x (target <= 1.5x) -> "
+              f"{'MET' if growth <= 1.5 else 'NOT MET'}")
+    print("The engine's own work (reading, blending, bad-tile checks, writing) grows with the output pixels, "
+          "not with the model: it is a fixed cost per pixel that a cheap model cannot hide.")
     print(f"seams: tiled vs whole max |diff| {seams['max_abs_diff']:.3g} ({seams['relative']:.1e} of the mean)")
     (args.out / "infer.json").write_text(json.dumps({"rows": rows, "seams": seams}, indent=1) + "\n")
     return 0
