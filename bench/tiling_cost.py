@@ -1,4 +1,7 @@
-"""What tiling costs: file size and error of the tiled pipeline against coding the whole image at once.
+"""What tiling costs codec v1: file size and error of the tiled pipeline against coding the whole image.
+
+Codec v1 only: its network runs tile by tile through the engine. Codec v2 (the default) codes fixed,
+independent 512 x 512 chunks whose edges are block edges, so it has no tile size and no tiling cost.
 
 The encoder sees each tile with its overlap as context and keeps only the core, so the latent grid
 is the whole image's; the only differences are the context each latent saw and the decoder's
@@ -26,6 +29,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "sar-train"
+V1_MODEL = ROOT / "resources" / "models" / "sarcodec_v1.pt"
 
 
 def scenes() -> list[tuple[str, np.ndarray]]:
@@ -55,7 +59,7 @@ def whole_image(dn: np.ndarray, offset: float, quality: int) -> tuple[np.ndarray
     from sarcodec.codec.domains import denormalise, from_log, normalise, to_log
     from sarcodec.codec.pipeline import CHUNK, STRIDE, _latent_coder, load_model
 
-    model, _, _ = load_model(None)
+    model, _, _ = load_model(V1_MODEL)
     coder = _latent_coder(model)
     h, w = dn.shape
     x = normalise(to_log(dn, "amplitude_dn"), offset)
@@ -82,7 +86,7 @@ def tiled(dn: np.ndarray, folder: Path, tile: int) -> tuple[np.ndarray, int, flo
     with rasterio.open(src, "w", driver="GTiff", width=dn.shape[1], height=dn.shape[0], count=1, dtype="uint16",
                        nodata=0, crs="EPSG:32630", transform=from_origin(0, 0, 10, 10)) as ds:
         ds.write(dn[None])
-    compress_raster(src, npz, CompressOptions(tile_size=tile, device="cpu"))
+    compress_raster(src, npz, CompressOptions(tile_size=tile, device="cpu", model_path=str(V1_MODEL)))
     decompress_container(npz, back, DecompressOptions(device="cpu"))
     with ContainerReader(npz) as r:
         payload = sum(rec.length for rec in r.records("latent"))
