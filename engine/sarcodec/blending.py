@@ -52,12 +52,19 @@ class CosineWindow:
     def __init__(self, grid: TileGrid, kind: WindowKind = "cosine") -> None:
         self.grid = grid
         self.kind: WindowKind = kind
+        self._cache: dict[tuple, np.ndarray] = {}
 
     def axis(self, span: AxisSpan) -> np.ndarray:
         return _axis_weights(span.out_size, self.grid.out_overlap, span.lead_border, span.trail_border, self.kind)
 
     def weights(self, tile: Tile) -> np.ndarray:
-        return np.outer(self.axis(tile.row), self.axis(tile.col))
+        key = (tile.row.out_size, tile.row.lead_border, tile.row.trail_border,
+               tile.col.out_size, tile.col.lead_border, tile.col.trail_border)
+        w = self._cache.get(key)
+        if w is None:  # a grid has few distinct tile shapes (inner, edges, corners): each made once
+            w = self._cache[key] = np.outer(self.axis(tile.row), self.axis(tile.col))
+            w.setflags(write=False)  # shared between tiles: a caller must not scale it in place
+        return w
 
 
 class RowBandAccumulator:
@@ -110,10 +117,13 @@ class RowBandAccumulator:
         weight = self._weight[:n].copy()
         with np.errstate(invalid="ignore", divide="ignore"):
             blended = self._sum[:, :n] / np.where(weight > 0, weight, 1.0)[None]
-        # Shift the band up; the freed rows at the bottom start from zero again.
-        self._sum = np.roll(self._sum, -n, axis=1)
-        self._weight = np.roll(self._weight, -n, axis=0)
-        self._sum[:, -n:] = 0
-        self._weight[-n:] = 0
+        # Move up only the rows still open (np.roll copied the whole band into a new one each time);
+        # the freed rows at the bottom start from zero again.
+        keep = self._weight.shape[0] - n
+        if keep > 0:
+            self._sum[:, :keep] = self._sum[:, n:].copy()
+            self._weight[:keep] = self._weight[n:].copy()
+        self._sum[:, max(keep, 0):] = 0
+        self._weight[max(keep, 0):] = 0
         self.row0 = row_end
         return start, blended, weight
