@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import ContainerError, DamagedChunkError
+from ..errors import ContainerError
 from .container import decode_fallback_block, decode_mask
 from .domains import Domain, denormalise, from_log
 
@@ -84,12 +84,8 @@ class BandWriter:
                     else:
                         fallbacks.append(decode_fallback_block(data))
                 except ContainerError as exc:
-                    if not self.source.salvage:
-                        raise DamagedChunkError(
-                            f"{self.reader.name}: record {record.index} ({kind} of band {self.index + 1}, "
-                            f"row {cr}, col {cc}) is damaged: {exc}", record.index) from None
-                    self.source.damaged.append(record.index)
-                    self.source.damaged_chunks.add((cr * self.px_chunk // (self.source.chunk * self.source.stride), cc))
+                    at = (cr * self.px_chunk // (self.source.chunk * self.source.stride), cc)
+                    self.source.damage.handle(cr, cc, record, exc, kind=kind, at=at)
         self._side[cr] = (mask, fallbacks)
         return self._side[cr]
 

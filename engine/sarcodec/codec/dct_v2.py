@@ -35,7 +35,8 @@ from sarcodec.codec.dct_entropy import BandParams
 from sarcodec.codec.dct_fit import Sample, choose_block_params, fit_band_params
 from sarcodec.codec.dct_model import DctModel
 from sarcodec.codec.domains import LOG_SCALE_DB, Domain, nodata_mask_of, to_log, uncodable_mask
-from sarcodec.errors import ContainerError, DamagedChunkError
+from sarcodec.codec.salvage import ChunkDamage
+from sarcodec.errors import ContainerError
 from sarcodec.vocabulary import CODEC_V2
 
 CODEC_NAME = CODEC_V2
@@ -219,8 +220,8 @@ class ChunkRowDecoder:
                  salvage: bool, damaged: list[int], pool_map: Callable = map) -> None:
         self.reader, self.index, self.coding, self.model = reader, index, coding, model
         self.height, self.width = height, width
-        self.salvage, self.damaged = salvage, damaged
-        self.damaged_chunks: set[tuple[int, int]] = set()
+        self.damage = ChunkDamage(reader.name, index, salvage=salvage, damaged=damaged)
+        self.damaged_chunks = self.damage.chunks
         self.cols = chunk_grid(height, width)[1]
         self.pool_map = pool_map
 
@@ -230,7 +231,7 @@ class ChunkRowDecoder:
         record = self.reader.find(self.index, cr, cc, "latent")
         try:
             if record is None:
-                raise ContainerError(f"{self.reader.name}: chunk ({self.index}, {cr}, {cc}) is missing")
+                raise self.damage.missing(cr, cc)
             nodata = None
             if self.coding.max_error_db is not None:
                 from sarcodec.codec.container import decode_mask
@@ -240,13 +241,7 @@ class ChunkRowDecoder:
                     nodata = decode_mask(self.reader.read_record(mask_record), (h, w))
             return decode_chunk(self.reader.read_record(record), h, w, self.coding, self.model, nodata)
         except ContainerError as exc:
-            number = record.index if record is not None else -1
-            if not self.salvage:
-                raise DamagedChunkError(
-                    f"{self.reader.name}: chunk {number} (band {self.index + 1}, row {cr}, col {cc}) is damaged: "
-                    f"{exc}; --salvage decodes the rest and marks it nodata", number) from None
-            self.damaged.append(number)
-            self.damaged_chunks.add((cr, cc))
+            self.damage.handle(cr, cc, record, exc)
             return np.zeros((h, w))
 
     def row(self, cr: int, cols: range | None = None) -> np.ndarray:

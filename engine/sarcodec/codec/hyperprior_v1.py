@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from ..errors import ContainerError, DamagedChunkError, UsageError
+from ..errors import ContainerError, UsageError
 from ..progress import Progress
 from ..raster_io import RasterSource, padded_read
 from ..runner import TileModel, run_tiled
@@ -41,6 +41,7 @@ from .geotiff_output import weight_map_sink
 from .model import SarCodec
 from .options import BandEncoding, CompressOptions
 from .quality import QualitySample, quality_sample
+from .salvage import ChunkDamage
 from .workers import chunk_row_pool, coding_pool
 
 if TYPE_CHECKING:
@@ -266,9 +267,8 @@ class LatentSource:
         self.reader, self.index, self.coder = reader, index, coder
         self.height, self.width, self.chunk = height, width, chunk
         self.channels = coder.latent_channels
-        self.salvage = salvage
-        self.damaged = damaged
-        self.damaged_chunks: set[tuple[int, int]] = set()
+        self.damage = ChunkDamage(reader.name, index, salvage=salvage, damaged=damaged)
+        self.damaged_chunks = self.damage.chunks
         self.chunk_cols = -(-width // chunk)
         self._cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
         self._capacity = 3 * self.chunk_cols + 2
@@ -283,16 +283,10 @@ class LatentSource:
         record = self.reader.find(self.index, cr, cc, "latent")
         try:
             if record is None:
-                raise ContainerError(f"{self.reader.name}: latent chunk ({self.index}, {cr}, {cc}) is missing")
+                raise self.damage.missing(cr, cc)
             y = self.coder.decode_chunk(self.reader.read_record(record), h, w)
         except ContainerError as exc:
-            number = record.index if record is not None else -1
-            if not self.salvage:
-                raise DamagedChunkError(
-                    f"{self.reader.name}: chunk {number} (band {self.index + 1}, row {cr}, col {cc}) is damaged: "
-                    f"{exc}; --salvage decodes the rest and marks it nodata", number) from None
-            self.damaged.append(number)
-            self.damaged_chunks.add(key)
+            self.damage.handle(cr, cc, record, exc)
             y = np.zeros((self.channels, h, w), np.float32)
         self._cache[key] = y
         while len(self._cache) > self._capacity:
