@@ -55,7 +55,7 @@ class DeviceRowBandAccumulator:
         key = (r.out_size, r.lead_border, r.trail_border, c.out_size, c.lead_border, c.trail_border)
         w = self._tile_weights.get(key)
         if w is None:
-            w = self._tile_weights[key] = torch.from_numpy(self.window.weights(tile)).to(self.device)
+            w = self._tile_weights[key] = torch.tensor(self.window.weights(tile), device=self.device)
         return w
 
     def _ensure(self, row_end: int) -> None:

@@ -90,6 +90,13 @@ def _stdout_closed_for_data(args: argparse.Namespace) -> bool:
     return args.output == STDIO or (args.output is None and STDIO in args.inputs)
 
 
+def _interrupted(exc: BaseException, args: argparse.Namespace | None, started: float) -> int:
+    if args is not None and args.debug:
+        traceback.print_exception(exc, file=sys.stderr)
+    say(sys.stderr, error_line(f"interrupted after {time.monotonic() - started:.1f} s; no partial output was left"))
+    return EXIT_INTERRUPTED
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse, run, and return the exit code (also for ``--help`` and usage errors).
 
@@ -121,10 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             with _gdal_messages_to_log():
                 return args.handler(args, cancel)
         except KeyboardInterrupt as exc:
-            if args is not None and args.debug:
-                traceback.print_exception(exc, file=sys.stderr)
-            say(sys.stderr, error_line(f"interrupted after {time.monotonic() - started:.1f} s; "
-                                       "no partial output was left"))
-            return EXIT_INTERRUPTED
+            return _interrupted(exc, args, started)
         except Exception as exc:  # noqa: BLE001 - plan-level failures (usage, model): one line
+            if cancel.is_set():  # a signal came first: whatever broke on the way out is the interrupt
+                return _interrupted(exc, args, started)
             return report(exc, None, bool(args is not None and args.debug))

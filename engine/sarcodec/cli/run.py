@@ -107,8 +107,11 @@ def run_each(ctx: RunContext, jobs: list[Job], work: Callable[[RunContext, Job, 
             except KeyboardInterrupt:
                 raise
             except Exception as exc:  # noqa: BLE001 - every failure becomes one line and a code
-                if isinstance(exc, SarcodecError) and exc.exit_code == EXIT_INTERRUPTED:
-                    raise KeyboardInterrupt(str(exc)) from exc  # main() says "interrupted", once
+                if ctx.cancel.is_set() or (isinstance(exc, SarcodecError) and exc.exit_code == EXIT_INTERRUPTED):
+                    # A signal came first: whatever broke on the way out is the interrupt, not a failure
+                    # of its own (a KeyboardInterrupt that lands inside a queue's Condition.wait leaves
+                    # "RuntimeError: release unlocked lock" in its place). main() says "interrupted", once.
+                    raise KeyboardInterrupt(str(exc)) from exc
                 code = report(exc, job.source_name, ctx.args.debug, scratch.shown)
                 first = first or code
                 if torchrun_rank() is not None:
