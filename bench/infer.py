@@ -4,8 +4,12 @@ Two networks (``MODELS``: a small and a medium x2 network); for each scene size 
 own process (so peak RSS belongs to that run): the product's path
 (``infer_raster``: GeoTIFF in, tiles through onnxruntime, blending, GeoTIFF out at twice the size) and
 the raw model on the same number of tiles of the same size in the same batches (arrays already in
-memory), timed before and after the engine run and averaged. Then a seam check: a scene small enough
-for one tile, run whole and in 128-pixel tiles, compared pixel by pixel.
+memory, the same onnxruntime session options), timed before and after the engine run and averaged.
+Wall-clock ratios move with whatever else the machine runs; CPU-time ratios, and the engine's own CPU
+nanoseconds per output pixel, much less. ``--baseline TREE`` also times another checkout's engine
+(``git archive`` of an older commit) on the same scenes just before, for a before/after in one run.
+Then a seam check: a scene small enough for one tile, run whole and in 128-pixel tiles, compared
+pixel by pixel.
 
 Targets: engine throughput >= 85 % of the raw model's; peak RSS at 8k within 1.5x of 2k; tiled equals
 whole within float rounding. Usage: ``python bench/infer.py [--sizes 2048 4096 8192]``; writes
@@ -66,19 +70,26 @@ def export_model(path: Path, layers: int = 3, width: int = 32) -> None:
                           dynamo=False)
 
 
-def raw_seconds(model: Path, n_tiles: int) -> float:
+def raw_seconds(model: Path, n_tiles: int) -> tuple[float, float]:
+    """Wall and CPU seconds of the bare model on ``n_tiles`` tiles, run as the engine runs it.
+
+    The session has the engine's options (``session_options``: no spinning threads, which made the
+    bare model faster too on our shared cores), so the ratio measures only the engine's own work.
+    """
     import onnxruntime as ort
 
-    sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    from sarcodec.infer.model_file import session_options
+
+    sess = ort.InferenceSession(str(model), session_options(), providers=["CPUExecutionProvider"])
     x = np.random.default_rng(0).random((BATCH, 1, TILE, TILE), dtype=np.float32)
     sess.run(None, {"x": x})
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     done = 0
     while done < n_tiles:
         b = min(BATCH, n_tiles - done)
         sess.run(None, {"x": x[:b]})
         done += b
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def measure(model: Path, scene: Path) -> dict:
@@ -94,16 +105,21 @@ def measure(model: Path, scene: Path) -> dict:
     n_tiles = len(TileGrid(size, size, scale=2, tile_size=TILE, overlap=OVERLAP))
     before = raw_seconds(model, n_tiles)
     out = scene.with_name(scene.stem + "_x2.tif")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     infer_raster(model, scene, out, InferOptions(tile_size=TILE, overlap=OVERLAP, batch_size=BATCH,
                                                  tiff_compress="NONE"))
-    engine_s = time.perf_counter() - t0
+    engine_s, engine_cpu = time.perf_counter() - t0, time.process_time() - c0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out.unlink()
-    raw_s = (before + raw_seconds(model, n_tiles)) / 2
+    after = raw_seconds(model, n_tiles)
+    raw_s, raw_cpu = (before[0] + after[0]) / 2, (before[1] + after[1]) / 2
     mp = size * size / 1e6
+    out_px = 4 * size * size
+    # CPU seconds hardly depend on what else the machine runs: the engine's own work per output pixel.
     return {"size": size, "tiles": n_tiles, "engine_mps": mp / engine_s, "raw_mps": mp / raw_s,
-            "ratio": raw_s / engine_s, "peak_rss_mb": peak}
+            "ratio": raw_s / engine_s, "cpu_ratio": raw_cpu / engine_cpu,
+            "engine_ns_per_out_px": (engine_s - raw_s) / out_px * 1e9,
+            "engine_cpu_ns_per_out_px": (engine_cpu - raw_cpu) / out_px * 1e9, "peak_rss_mb": peak}
 
 
 def seam_check(model: Path, tmp: Path) -> dict:
@@ -126,13 +142,15 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[2048, 4096, 8192])
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    ap.add_argument("--baseline", type=Path, help="another checkout (e.g. `git archive` of an older commit): its "
+                    "engine is timed on the same scenes just before this one, for a before/after in one run")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         print(json.dumps(measure(Path(args.child[0]), Path(args.child[1]))))
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows, before = [], []
     with tempfile.TemporaryDirectory(dir=args.out) as td:
         tmp = Path(td)
         models = {}
@@ -143,16 +161,21 @@ def main() -> int:
             scene = tmp / f"scene_{size}.tif"
             make_scene(scene, size)
             for name, model in models.items():
-                res = subprocess.run([sys.executable, __file__, "--child", str(model), str(scene)],
-                                     capture_output=True, text=True, check=True)
-                rows.append({"model": name, **json.loads(res.stdout.strip().splitlines()[-1])})
+                trees = [(args.baseline / "bench" / "infer.py", before)] if args.baseline else []
+                for script, into in [*trees, (Path(__file__), rows)]:
+                    res = subprocess.run([sys.executable, str(script), "--child", str(model), str(scene)],
+                                         capture_output=True, text=True, check=True)
+                    into.append({"model": name, **json.loads(res.stdout.strip().splitlines()[-1])})
             scene.unlink()
         seams = seam_check(models["small"], tmp)
-    print("| model | scene | tiles | engine MP/s (input) | raw model MP/s | ratio | peak RSS MB |")
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['model']} | {r['size']} | {r['tiles']} | {r['engine_mps']:.2f} | {r['raw_mps']:.2f} | "
-              f"{r['ratio']:.2f} | {r['peak_rss_mb']:.0f} |")
+    print("| engine | model | scene | tiles | engine MP/s (input) | raw model MP/s | ratio | CPU-time ratio | "
+          "engine ns / output px (wall, CPU) | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for tree, r in [*(("baseline", r) for r in before), *(("this", r) for r in rows)]:
+        cpu = (f"{r['cpu_ratio']:.2f} | {r['engine_ns_per_out_px']:.1f}, {r['engine_cpu_ns_per_out_px']:.1f}"
+               if "cpu_ratio" in r else "- | -")
+        print(f"| {tree} | {r['model']} | {r['size']} | {r['tiles']} | {r['engine_mps']:.2f} | {r['raw_mps']:.2f} | "
+              f"{r['ratio']:.2f} | {cpu} | {r['peak_rss_mb']:.0f} |")
     for name in MODELS:
         mine = [r for r in rows if r["model"] == name]
         worst = min(r["ratio"] for r in mine)
@@ -163,7 +186,10 @@ def main() -> int:
     print("The engine's own work (reading, blending, bad-tile checks, writing) grows with the output pixels, "
           "not with the model: it is a fixed cost per pixel that a cheap model cannot hide.")
     print(f"seams: tiled vs whole max |diff| {seams['max_abs_diff']:.3g} ({seams['relative']:.1e} of the mean)")
-    (args.out / "infer.json").write_text(json.dumps({"rows": rows, "seams": seams}, indent=1) + "\n")
+    result = {"rows": rows, "seams": seams}
+    if before:
+        result["baseline"] = {"tree": str(args.baseline), "rows": before}
+    (args.out / "infer.json").write_text(json.dumps(result, indent=1) + "\n")
     return 0
 
 

@@ -161,11 +161,25 @@ def test_bad_tiles_go_to_the_fallback_and_the_run_continues(img):
     np.testing.assert_allclose(sink.array[:, 300:400, 300:400], ref[:, 300:400, 300:400], rtol=1e-4, atol=1e-5)
 
 
-def test_weight_map_sums_to_one(img):
+@pytest.mark.parametrize("window", ["cosine", "partition"])
+def test_weight_map_sums_to_one(img, window):
     net, _ = make_net(1)
     weights = ArraySink(1, *img.shape)
-    sink, _ = run(net, img, weight_sink=weights)
+    sink, _ = run(net, img, weight_sink=weights, window=window)
     np.testing.assert_allclose(weights.array, 1.0, atol=1e-5)
+
+
+def test_partition_window_matches_the_cosine_window_and_its_shards_reassemble(img):
+    """``sarcodec infer``'s window: the cosine blend without weight sums, rows identical in any shard."""
+    net, _ = make_net(2)
+    cosine, _ = run(net, img, scale=2, window="cosine")
+    partition, _ = run(net, img, scale=2, window="partition", batch=3)
+    np.testing.assert_allclose(partition.array, cosine.array, rtol=1e-6, atol=1e-6)
+    parts = ArraySink(1, *partition.array.shape[1:])
+    for a, b in [(0, 383), (383, 384), (384, 1400)]:
+        sink, _ = run(net, img, scale=2, window="partition", out_rows=(a, b))
+        parts.array[:, a:b] = sink.array[:, a:b]
+    np.testing.assert_array_equal(parts.array, partition.array)
 
 
 class CancelAfter(NullProgress):

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sarcodec.blending import CosineWindow
+from sarcodec.blending import CosineWindow, RowBandAccumulator
 from sarcodec.errors import UsageError
 from sarcodec.tiling import TileGrid
 
@@ -41,7 +41,7 @@ def grids(draw):
 
 
 @settings(max_examples=150, deadline=None)
-@given(grids(), st.sampled_from(["cosine", "core"]))
+@given(grids(), st.sampled_from(["cosine", "core", "partition"]))
 def test_weights_cover_every_output_pixel_and_sum_to_one(grid, kind):
     total = weight_sum(grid, kind)
     np.testing.assert_allclose(total, 1.0, atol=1e-5)
@@ -88,3 +88,47 @@ def test_small_and_thin_rasters_get_small_tiles():
 def test_bad_geometry_is_a_usage_error(kwargs):
     with pytest.raises(UsageError):
         TileGrid(1000, 1000, **kwargs)
+
+
+def blend_stream(grid: TileGrid, kind: str, outputs: dict, first_tile_row: int = 0) -> np.ndarray:
+    """Rows from first_tile_row's start, blended the way the runner streams them (grid order, band pops)."""
+    acc = RowBandAccumulator(grid, 2, CosineWindow(grid, kind))
+    acc.row0 = grid.row_spans[first_tile_row].out_start
+    rows = []
+    for r in range(first_tile_row, grid.rows):
+        for c in range(grid.cols):
+            acc.add(grid.tile(r, c), outputs[r * grid.cols + c])
+        row0, blended, weight = acc.pop_rows(grid.rows_final_after(r))
+        assert (weight is None) == (kind == "partition")
+        rows.append(blended)
+    return np.concatenate(rows, axis=1)
+
+
+@settings(max_examples=120, deadline=None)
+@given(grids(), st.integers(0, 3))
+def test_partition_window_blends_like_the_cosine_window_without_weight_sums(grid, seed):
+    """Stored first, added second, never divided: the cosine blend up to the rounding of its weight sum."""
+    rng = np.random.default_rng(seed)
+    outputs = {t.index: rng.uniform(0.5, 2.0, (2, t.row.out_size, t.col.out_size)).astype(np.float32) for t in grid}
+    cosine = blend_stream(grid, "cosine", outputs)
+    partition = blend_stream(grid, "partition", outputs)
+    assert partition.shape == cosine.shape == (2, grid.out_height, grid.out_width)
+    np.testing.assert_allclose(partition, cosine, rtol=5e-7, atol=0)
+    # A stream that starts at a later tile row (a torchrun shard) gives the same rows below its first ramp.
+    if grid.rows > 1:
+        later = blend_stream(grid, "partition", outputs, first_tile_row=1)
+        skip = grid.out_overlap
+        start = grid.row_spans[1].out_start
+        np.testing.assert_array_equal(later[:, skip:], partition[:, start + skip :])
+
+
+def test_partition_window_copies_tile_cores_exactly():
+    """Where one tile alone covers a pixel its output comes through bit for bit."""
+    grid = TileGrid(300, 300, scale=2, tile_size=128, overlap=32)
+    outputs = {t.index: np.full((2, t.row.out_size, t.col.out_size), 1.0 + t.index / 7, np.float32) for t in grid}
+    out = blend_stream(grid, "partition", outputs)
+    t = grid.tile(1, 1)
+    ramp = grid.out_overlap
+    core = out[:, t.row.out_start + ramp : t.row.out_start + t.row.out_size - ramp,
+               t.col.out_start + ramp : t.col.out_start + t.col.out_size - ramp]
+    assert core.size and (core == np.float32(1.0 + t.index / 7)).all()

@@ -5,6 +5,16 @@ into float32 buffers and the division happens once per pixel when a row is final
 adds tiles in grid order, so the floating-point sums themselves do not depend on which batch
 finished first. Sides that touch the raster border get weight 1 (no ramp): a single tile covers
 those pixels and a ramp there would only darken the edge.
+
+The ``partition`` window has the cosine window's weights, used as what they are: a partition of
+unity (every overlap is exactly one ramp wide, ``tiling.py``, so two neighbours' ramps add up to one
+and four corner products to one). The accumulator then keeps no weight sum and divides nothing: a
+tile's first contribution to a pixel, in grid order, is stored, the second added, and the sum is the
+blended value, and a tile's core (where it alone has weight 1) is copied, not multiplied. It differs
+from the cosine window's divided value only by the rounding of a weight sum that is one to within an
+ulp (99.8 % of the pixels of a 4096 x 4096 x2 run come out bit-identical, the rest within 1.6e-7
+relative) and costs a quarter of the time: 1.5 against 5.6 ns per output pixel there, on our CPU.
+``sarcodec infer`` uses it; the codec keeps ``cosine``, whose committed fixtures are bit-exact.
 """
 
 from __future__ import annotations
@@ -17,7 +27,7 @@ import numpy as np
 
 from .tiling import AxisSpan, Tile, TileGrid
 
-WindowKind = Literal["cosine", "core"]
+WindowKind = Literal["cosine", "core", "partition"]
 
 
 @functools.lru_cache(maxsize=256)
@@ -25,7 +35,7 @@ def _axis_weights(size: int, ramp: int, lead: bool, trail: bool, kind: WindowKin
     w = np.ones(size, dtype=np.float32)
     if ramp <= 0:
         return w
-    if kind == "cosine":
+    if kind in ("cosine", "partition"):
         # sin^2 rising over the overlap; the neighbour's falling cos^2 makes the pair sum to 1.
         # A guard band of ramp/8 at each end gives the outermost pixels, where the model saw
         # padding instead of context, no weight at all.
@@ -80,18 +90,20 @@ class RowBandAccumulator:
         self.channels = channels
         self.width = grid.out_width
         self.row0 = 0  # first output row held
+        self.unity = window.kind == "partition"  # weights sum to one: no weight sum, no division
         rows = grid.max_band_rows()
         self._sum = np.zeros((channels, rows, self.width), dtype=np.float32)
-        self._weight = np.zeros((rows, self.width), dtype=np.float32)
+        self._weight = np.zeros((0 if self.unity else rows, self.width), dtype=np.float32)
 
     def _ensure(self, row_end: int) -> None:
         need = row_end - self.row0
-        if need > self._weight.shape[0]:
-            grow = need - self._weight.shape[0]
+        if need > self._sum.shape[1]:
+            grow = need - self._sum.shape[1]
             self._sum = np.concatenate(
                 [self._sum, np.zeros((self.channels, grow, self.width), np.float32)], axis=1
             )
-            self._weight = np.concatenate([self._weight, np.zeros((grow, self.width), np.float32)], axis=0)
+            if not self.unity:
+                self._weight = np.concatenate([self._weight, np.zeros((grow, self.width), np.float32)], axis=0)
 
     def add(self, tile: Tile, output: np.ndarray) -> None:
         """Add one tile's output (C, out_h, out_w); parts past the raster end are dropped."""
@@ -104,16 +116,47 @@ class RowBandAccumulator:
         self._ensure(oy1)
         w = self.window.weights(tile)[: oy1 - oy0, : ox1 - ox0]
         r0, r1 = oy0 - self.row0, oy1 - self.row0
+        if self.unity:
+            self._add_unity(tile, self._sum[:, r0:r1, ox0:ox1], output[:, : oy1 - oy0, : ox1 - ox0], w)
+            return
         self._sum[:, r0:r1, ox0:ox1] += output[:, : oy1 - oy0, : ox1 - ox0] * w
         self._weight[r0:r1, ox0:ox1] += w
 
-    def pop_rows(self, row_end: int) -> tuple[int, np.ndarray, np.ndarray]:
-        """Finish rows up to ``row_end``: returns (first row, blended (C, n, W), weight sum (n, W))."""
+    def _add_unity(self, tile: Tile, band: np.ndarray, out: np.ndarray, w: np.ndarray) -> None:
+        """Store where this tile comes first in grid order, add where a neighbour came before.
+
+        Only the leading ramps (top: the tile row above, left: the tile before) overlap earlier
+        tiles, so everything else is stored, whatever the band held: the band is never cleared.
+        Rows kept from the tile row above are exactly the top ramp (``pop_rows``), and a run's
+        first tile row starts from the zeroed band.
+        """
+        h, wd = w.shape
+        ramp = self.grid.out_overlap
+        a = 0 if tile.row.lead_border else min(ramp, h)
+        b = 0 if tile.col.lead_border else min(ramp, wd)
+        # Where both axes weigh 1 (the tile's core) the value is copied, not multiplied by 1.
+        c = max(a, h if tile.row.trail_border else min(h, tile.row.out_size - ramp))
+        d = max(b, wd if tile.col.trail_border else min(wd, tile.col.out_size - ramp))
+        np.copyto(band[:, a:c, b:d], out[:, a:c, b:d])
+        np.multiply(out[:, a:c, d:], w[a:c, d:], out=band[:, a:c, d:])
+        np.multiply(out[:, c:, b:], w[c:, b:], out=band[:, c:, b:])
+        if a:
+            band[:, :a] += out[:, :a] * w[:a]
+        if b:
+            band[:, a:, :b] += out[:, a:, :b] * w[a:, :b]
+
+    def pop_rows(self, row_end: int) -> tuple[int, np.ndarray, np.ndarray | None]:
+        """Finish rows up to ``row_end``: returns (first row, blended (C, n, W), weight sum (n, W)).
+
+        The partition window has no weight sum (None).
+        """
         n = row_end - self.row0
         start = self.row0
         if n <= 0:
             empty = np.zeros((self.channels, 0, self.width), np.float32)
-            return start, empty, np.zeros((0, self.width), np.float32)
+            return start, empty, None if self.unity else np.zeros((0, self.width), np.float32)
+        if self.unity:
+            return start, self._pop_unity(n), None
         weight = self._weight[:n].copy()
         with np.errstate(invalid="ignore", divide="ignore"):
             blended = self._sum[:, :n] / np.where(weight > 0, weight, 1.0)[None]
@@ -127,3 +170,15 @@ class RowBandAccumulator:
         self._weight[max(keep, 0):] = 0
         self.row0 = row_end
         return start, blended, weight
+
+    def _pop_unity(self, n: int) -> np.ndarray:
+        """The first ``n`` rows as they are (copied: a sink may keep them); the open rows move up.
+
+        Rows below the open ones are not cleared: the next tile row stores into them first.
+        """
+        blended = self._sum[:, :n].copy()
+        keep = self._sum.shape[1] - n
+        if keep > 0:
+            self._sum[:, :keep] = self._sum[:, n:]  # numpy copies through a buffer where they overlap
+        self.row0 += n
+        return blended

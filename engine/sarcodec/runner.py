@@ -267,7 +267,7 @@ def _valid_rows(source: TileSource, grid: TileGrid, a: int, b: int) -> np.ndarra
         k = s.numerator
         r0, r1 = a // k, -(-b // k)
         m = source.valid_mask(r0, 0, r1 - r0, grid.width)
-        if m is None:
+        if m is None or m.all():  # the usual case: no s x s blow-up of an all-true mask
             return None
         m = np.repeat(np.repeat(m, k, axis=0), k, axis=1)
         return m[a - r0 * k : b - r0 * k, : grid.out_width]
@@ -358,6 +358,8 @@ def _run_tiled(
             next(r for r, s in enumerate(grid.row_spans) if s.out_start + s.out_size > first_row),
             1 + max(r for r, s in enumerate(grid.row_spans) if s.out_start < last_row),
         )
+        if window == "partition" and weight_sink is not None:
+            window = "cosine"  # the same weights, with the weight sums a weight map shows
         acc: RowBandAccumulator | DeviceRowBandAccumulator
         if on_device:
             acc = DeviceRowBandAccumulator(grid, model.out_channels, CosineWindow(grid, window), choice.device,

@@ -87,6 +87,7 @@ def distributed_infer(model_path: str | Path, source: str | Path, destination: s
     from sarcodec.device import DevicePolicy
     from sarcodec.raster_io import RasterSource, bounded_gdal_cache
     from sarcodec.runner import run_tiled
+    from sarcodec.serial_reads import SerialReads
 
     t0 = time.monotonic()
     options = _RankOptions(**{f.name: getattr(options or InferOptions(), f.name) for f in fields(InferOptions)})
@@ -104,11 +105,11 @@ def distributed_infer(model_path: str | Path, source: str | Path, destination: s
                     sink = _RowRange(_ValueSink(_ValidToNodata(writer, plan.nodata, plan.out_dtype), plan),
                                      rows.start, rows.stop)
                     with rasterio.open(str(source)) as ds, bounded_gdal_cache():
-                        src = RasterSource(ds, plan.bands, nodata=plan.nodata, preprocess=_preprocess(plan),
-                                           fill=plan.fill)
+                        src = RasterSource(SerialReads(ds), plan.bands, nodata=plan.nodata,
+                                           preprocess=_preprocess(plan), fill=plan.fill)
                         policy = DevicePolicy(engine_device(plan, opts.device), opts.batch_size)
                         rep = run_tiled(_tile_model(plan), src, sink, tile_size=opts.tile_size, overlap=opts.overlap,
-                                        window="cosine", policy=policy, progress=mine_progress,
+                                        window="partition", policy=policy, progress=mine_progress,
                                         out_rows=(rows.start, rows.stop))
                         device = rep.device
                 writer.finish({"device": device})

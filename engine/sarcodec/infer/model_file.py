@@ -126,6 +126,25 @@ def load_user_model(path: str | Path, *, trust_torchscript: bool = False, cuda: 
     return _load_onnx(p, cuda=cuda)
 
 
+#: onnxruntime's intra-op threads wait for work by spinning, by default: they keep the cores busy
+#: after a batch, while the engine blends and writes it, and beside its read-ahead thread
+#: (``runner``). Measured on 2 shared cores, the small x2 network of ``bench/infer.py`` alone ran at
+#: 53-59 ns per tile output pixel without spinning, 63-72 with it (the medium one 270-282 against
+#: 300-310), so the bare model is faster without it too.
+ORT_SPINNING = False
+
+
+def session_options() -> Any:
+    """The onnxruntime options ``sarcodec infer`` runs models with (``bench/infer.py`` times the raw model so too)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if not ORT_SPINNING:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
 def _load_onnx(p: Path, *, cuda: bool) -> UserModel:
     try:
         import onnxruntime as ort
@@ -135,9 +154,7 @@ def _load_onnx(p: Path, *, cuda: bool) -> UserModel:
     if cuda and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")
     try:
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        session = ort.InferenceSession(str(p), sess_options=options, providers=providers)
+        session = ort.InferenceSession(str(p), sess_options=session_options(), providers=providers)
     except Exception as exc:  # noqa: BLE001 - ORT raises its own classes for foreign files
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
         raise ModelError(f"{p} is neither an ONNX model nor a TorchScript file ({first})") from None

@@ -222,16 +222,21 @@ def preprocess(plan: InferPlan):
     c = plan.convention
 
     def pre(raw: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
+        # Runs on every tile: each pass over it that can be skipped is skipped (pixels unchanged).
         if c.kind == "log_db":
             with np.errstate(all="ignore"):
                 x = to_log(raw, plan.domain)
             good = np.isfinite(x)
+            if good.all():
+                return x.astype(np.float32, copy=False)
             fill = float(np.median(x[good])) if good.any() else 0.0
-            return np.where(good, x, fill).astype(np.float32)
+            return np.where(good, x, fill).astype(np.float32, copy=False)
         x = raw.astype(np.float32)
         if c.kind == "range":
             x = (x - np.float32(c.low)) / np.float32(c.high - c.low)
-        return np.where(np.isfinite(x), x, 0.0).astype(np.float32)
+        elif raw.dtype.kind in "uib":  # integers are finite as float32
+            return x
+        return np.where(np.isfinite(x), x, 0.0).astype(np.float32, copy=False)
 
     return pre
 
@@ -269,6 +274,7 @@ def infer_raster(model_path: str | Path, source: str | Path, destination: str | 
     from sarcodec.geometa import apply_geo_metadata
     from sarcodec.raster_io import GeoTiffSink, RasterSource, bounded_gdal_cache
     from sarcodec.runner import run_tiled
+    from sarcodec.serial_reads import SerialReads
 
     t0 = time.monotonic()
     options = options or InferOptions()
@@ -279,10 +285,12 @@ def infer_raster(model_path: str | Path, source: str | Path, destination: str | 
     out = GeoTiffSink(destination, plan.profile, finalize=lambda ds: apply_geo_metadata(ds, meta))
     try:
         with rasterio.open(str(source)) as ds, bounded_gdal_cache():
-            src = RasterSource(ds, plan.bands, nodata=plan.nodata, preprocess=preprocess(plan), fill=plan.fill)
+            # Tiles are read ahead on one thread while this one reads finished rows' nodata masks.
+            src = RasterSource(SerialReads(ds), plan.bands, nodata=plan.nodata, preprocess=preprocess(plan),
+                               fill=plan.fill)
             policy = DevicePolicy(engine_device(plan, options.device), options.batch_size)
             report = run_tiled(tile_model(plan), src, _ValueSink(out, plan), tile_size=options.tile_size,
-                               overlap=options.overlap, window="cosine", policy=policy, progress=progress)
+                               overlap=options.overlap, window="partition", policy=policy, progress=progress)
     except BaseException:
         out.abort()
         raise
