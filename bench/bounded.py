@@ -45,15 +45,15 @@ def code_image(model, img: heldout.Image, e: float) -> tuple[np.ndarray, int, in
 
     L = heldout.to_db(img.dn)
     valid = img.valid
-    step = bounded.base_step(e)
+    step = bounded.base_step(e, 20.0)
     sample = Sample([np.where(valid, L, 0.0)[:CHUNK, :CHUNK]], [valid[:CHUNK, :CHUNK]])
     block, trial = choose_block_params(sample, step, model.prior, dead_zone=dct_v2.DEAD_ZONE)
     params = fit_band_params(sample, step, model.prior, block, dead_zone=dct_v2.DEAD_ZONE,
                              band_blocks=-(-L.shape[0] // block) * -(-L.shape[1] // block), start=trial)
     coding = dct_v2.BandCoding(params, step, e)
     _, base = dct_v2.encode_chunk(sample.values[0], sample.valid[0], coding, model)
-    offset = bounded.bias_offset(sample.values[0][sample.valid[0]], base[sample.valid[0]], e) if base is not None \
-        else 0.0
+    offset = bounded.bias_offset(sample.values[0][sample.valid[0]], base[sample.valid[0]], e, 20.0) \
+        if base is not None else 0.0
     coding = dct_v2.BandCoding(params, step, e, offset, 20.0)  # uint16 amplitude DN: an integer lattice
     median = float(np.median(L[valid])) if valid.any() else 0.0
     out_model = bounded.OutputModel(Domain.AMPLITUDE_DN, np.dtype("uint16"), round(median, 3), 0)
@@ -83,10 +83,10 @@ def max_error_db(img: heldout.Image, rec: np.ndarray) -> float:
     return float(np.max(np.abs(heldout.to_db(rec)[v] - heldout.to_db(img.dn)[v]))) if v.any() else 0.0
 
 
-def evaluate(group: str, images: list[heldout.Image], model, log=print) -> list[dict]:
+def evaluate(group: str, images: list[heldout.Image], model, log=print, bounds=BOUNDS) -> list[dict]:
     rows = []
     npx = sum(i.dn.size for i in images)
-    for e in BOUNDS:
+    for e in bounds:
         t = time.perf_counter()
         ours, n_ours, exc, worst = [], 0, 0, 0.0
         for img in images:
@@ -155,8 +155,10 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--groups", default=",".join(heldout.GROUPS))
+    ap.add_argument("--bounds", default=",".join(f"{e:g}" for e in BOUNDS), help="E values in dB, comma-separated")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = ap.parse_args(argv)
+    bounds = tuple(float(e) for e in args.bounds.split(",") if e)
     model = load_model(REPO / "resources/models/sarcodec_v2.npz")
     rows = []
     md = ["# Error-bounded coding against LERC (`make eval`, bench/bounded.py)", "",
@@ -175,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             md.append(f"| {group} | skipped: {exc} |")
             continue
         print(f"{group}: {len(images)} images", flush=True)
-        for r in evaluate(group, images, model):
+        for r in evaluate(group, images, model, bounds=bounds):
             rows.append(r)
             md.append(f"| {group} | {r['E_db']:g} | {r['bpp']:.3f} | {r['size_vs_lerc_pct']:+.1f} % | "
                       f"{r['size_vs_lerc_holding_pct']:+.1f} % | {r['max_error_db']:.4f} | {r['rmse_db']:.3f} | "

@@ -1,38 +1,54 @@
 """Error-bounded coding: no valid pixel moves by more than E dB (``compress --max-error-db E``).
 
-Design (lossy base plus residual, as in DLPR): each chunk is first coded by codec v2 at a step of
-about ``3.5 E**0.55`` dB (the base, :func:`base_step`), then the log-domain residual ``L - L_base`` is
-quantised with step ``2 (E - |d|)``: ``k = round((L - L_base) / step)``, and the decoder outputs
-``L_base + step k + d``, within ``step / 2 + |d| = E`` of ``L``. The reconstruction offset ``d``
-cancels the mean-intensity bias that log-domain quantisation leaves (about +0.9 % at E = 1 dB
-without it): it is measured on the band's sample chunks at planning time and costs
-``log2(E / (E - |d|))`` bits per pixel (|d| <= E / 4).
-The residual is coded with ``constriction`` under one discretised Laplace per chunk (its scale index
-is in the chunk), because after a good base it is close to i.i.d. speckle: a context model over the
-residual's neighbours saved about 1 % in the prototypes (``bench/results/bounded.md``).
+Design (lossy base plus residual, as in DLPR): each chunk is first coded by codec v2 at a coarse step
+(the base, :func:`base_step`), then the residual between the original and the base is quantised so
+that every decoded value is within E of the original, and coded with ``constriction``.
+
+**Integer linear bands** (uint16 GRD DN, integer intensity) are quantised in integer cells
+(``codec/dn_cells.py``): the widest runs of integers one output integer can stand for. The symbol is
+``cell(DN) - cell(round(P))`` (P the base's value) and the decoder outputs the cell's representative.
+This replaced dB steps shrunk by the DN rounding's error plus an exact "lattice mode" for dark
+pixels, which wasted most at small bounds (at DN 100 and E = 0.1 dB a step spanned 1.3 integers,
+a cell spans 3). The entropy model is one Laplace scale index per chunk, scaled per pixel by the
+representative over the width of the reference cell (the spread grows with the value, the cells with
+their width), its table centred where P sits in its reference cell (``dn_cells.POSITIONS`` bins per half
+cell, mirrored: a prediction near a cell's upper edge makes +1 as likely as 0; 3-5 % of the bits at
+E = 1 dB, little at 0.1 where cells are single integers). With the cells the best base is coarser
+(``CELL_BASE_STEP_DB``). Measured on the evaluation groups (``bench/results/bounded.md``) against dB
+steps: 7-13 % smaller files at E <= 0.5 dB and 4-8 % at 1 dB on the radar-geometry DN groups; on the
+geocoded group (median DN 200, where the steps' rounding slack was small) 7 % at 0.1 dB, 1-3 % at
+0.25-0.5 dB, 2 % larger at 1 dB. Tried and not kept (with the older, finer base): per-pixel scale
+contexts from the base's local activity (3 x 3 standard deviation of the base, 2-4 buckets, a scale
+each per chunk: no gain, 0.1 % more with their side bytes); buckets of cell width instead of the
+representative/width scaling (0.3 % more).
+
+Cells are maximal, so their representatives cannot move inside them; their mean-intensity bias (up
+to +1.6 % at E = 1 dB on the validation group: values crowd towards the prediction) is removed by
+taking ``2 |d|`` off one side of every cell (``cells_of``), with the band's offset ``d`` the smallest
+of ``0, +-E/40, ... +-E/4`` whose bias on the sample chunks is within 0.1 % (:func:`bias_offset`;
+the bias changes in jumps as the cells move, so it is measured at each candidate).
+
+**Other bands** (float, dB) are quantised in dB steps ``2 (E - |d|)`` around the base:
+``k = round((L - L_base) / step)``, output ``L_base + step k + d``, one Laplace per chunk; ``d``
+cancels the mean-intensity bias of log-domain quantisation (about +0.9 % at E = 1 dB without it) at
+``log2(E / (E - |d|))`` bits per pixel. Integer bands written before integer cells used these steps
+too, with each pixel's step shrunk by the DN rounding's error and dark pixels coded as exact integers
+(lattice mode); they still decode (residual format 1).
 
 The bound must hold on the values a user reads, in the raster's own data type, not only in floating
-point: an integer DN is rounded after ``10**(L/20)``, and the DN lattice is coarse for dark pixels
-(DN 1 to 2 is 6 dB). Two things keep it:
-
-- **Steps that leave room for the rounding** (``residual_grid``): for integer linear types the step
-  of each pixel shrinks by the rounding's own error at the DN the base predicts, and where that
-  leaves less than half the bound (dark pixels: the DN lattice is coarser than the bound) the pixel
-  is coded exactly as the integer ``DN - round(P)`` under its own Laplace (lattice mode). Measured on
-  the held-out GRD chips, without this 8-11 % of the pixels at E <= 0.25 dB fell to the (far more
-  expensive) lossless fallback.
-- **Checked candidates.** Elsewhere the encoder runs the decoder's own arithmetic on every candidate
-  (``k``, then ``k-1``, ``k+1``, ``k-2``, ``k+2``) and keeps the first whose output value is within the
-  bound with a margin, and whose rounding is not within 1e-6 of a tie (so that another machine's
-  ``pow`` cannot round it the other way).
-
-A pixel neither keeps within the bound is stored losslessly (the container's fallback records, as NaN
-and zero pixels already are). The bound is therefore checked for every pixel at compression time,
-before the file is renamed into place.
+point, so the encoder runs the decoder's own arithmetic (:class:`OutputModel`) on every candidate:
+the value's own cell, then its neighbours (cells), or ``k``, ``k-1``, ``k+1``, ``k-2``, ``k+2`` (steps),
+and keeps the first whose output value is within the bound with a margin and whose rounding is not
+within 1e-6 of a tie (so that another machine's ``pow`` cannot round it the other way). Pixels whose
+base sits within 1e-9 of a cell boundary are not coded at all (another machine's ``exp`` might put
+them in the other cell). A pixel nothing keeps within the bound is stored losslessly (the container's
+fallback records, as NaN and zero pixels already are): the bound is checked for every pixel at
+compression time, before the file is renamed into place.
 
 Chunk record of a bounded band: ``u32 length of the base chunk``, the base chunk (``dct_entropy``),
-then the residual: one byte format version (1), one byte scale index of the log-mode symbols, one of
-the lattice-mode symbols, ANS words (log-mode pixels in raster order, then lattice-mode pixels).
+then the residual: format 2 (cells), one byte version, one byte scale index, ANS words of the coded
+pixels in raster order; format 1 (steps), one byte version, one byte scale index of the step symbols,
+one of the lattice-mode symbols, ANS words (step pixels in raster order, then lattice pixels).
 """
 
 from __future__ import annotations
@@ -43,22 +59,35 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sarcodec.codec import dct_entropy
+from sarcodec.codec import dct_entropy, dn_cells
 from sarcodec.codec.domains import Domain, denormalise, from_log
 from sarcodec.errors import ContainerError
 from sarcodec.vocabulary import MAX_ERROR_DB, MIN_ERROR_DB
 
-#: The base's quantiser step is ``BASE_STEP_DB * E**BASE_STEP_POWER``: measured on the held-out groups
-#: (total bits of base plus residual), the best base step is about 10 E at E = 0.1 dB and 3.5 E at
-#: E = 1 dB; a fixed 6 E cost 2-13 % more at the ends.
+#: The base's quantiser step is ``BASE_STEP_DB * E**BASE_STEP_POWER`` for bands coded in dB steps:
+#: measured on the held-out groups (total bits of base plus residual), the best base step is about
+#: 10 E at E = 0.1 dB and 3.5 E at E = 1 dB; a fixed 6 E cost 2-13 % more at the ends.
 BASE_STEP_DB = 3.5
 BASE_STEP_POWER = 0.55
+#: Integer linear bands (integer cells) do best with a coarser base, ``CELL_BASE_STEP_DB *
+#: E**CELL_BASE_STEP_POWER`` (2.7 dB at E = 0.1, 5 dB at E = 1): where the cells are single integers the
+#: residual is coded nearly losslessly whatever the base, so bits spent on the base buy little.
+#: Measured on the three evaluation groups against the dB-step formula: 3-8 % fewer bits at E <= 0.5 dB,
+#: the sweep's optimum within 1 % in every group.
+CELL_BASE_STEP_DB = 5.0
+CELL_BASE_STEP_POWER = 0.27
 #: Smallest bound (below it the residual is near-lossless float noise: a lossless GeoTIFF is better)
 #: and largest (beyond it the quality levels serve better); in ``sarcodec.vocabulary``.
 #: Safety margins against another machine's last-bit float differences (pow, BLAS summation order).
 MARGIN_DB = 1e-5
 TIE_MARGIN = 1e-6
+#: Residual record versions: 1, steps in dB (float bands; integer bands before integer cells, still
+#: decoded); 2, integer cells (integer linear bands).
 RESIDUAL_FORMAT = 1
+CELL_FORMAT = 2
+#: Integer cells: candidate offsets (each side, up to E/4) and the mean-intensity bias accepted on the sample.
+CELL_OFFSETS = 10
+CELL_BIAS = 0.001
 _LEN = struct.Struct("<I")
 _CANDIDATES = (0, -1, 1, -2, 2)
 
@@ -79,8 +108,11 @@ def check_bound(value: object) -> float:
     return e
 
 
-def base_step(max_error_db: float) -> float:
-    """Quantiser step (dB) of the base for a bound of ``max_error_db``."""
+def base_step(max_error_db: float, lattice: float | None = None) -> float:
+    """Quantiser step (dB) of the base for a bound of ``max_error_db`` (``lattice``: an integer linear
+    band's dB per decade, coded in integer cells)."""
+    if lattice is not None:
+        return float(f"{CELL_BASE_STEP_DB * max_error_db ** CELL_BASE_STEP_POWER:.6g}")
     return float(f"{BASE_STEP_DB * max_error_db ** BASE_STEP_POWER:.6g}")
 
 
@@ -89,16 +121,19 @@ def residual_step(e: float, offset_db: float) -> float:
     return 2.0 * (e - abs(offset_db))
 
 
-def bias_offset(l_orig: np.ndarray, base: np.ndarray, e: float) -> float:
+def bias_offset(l_orig: np.ndarray, base: np.ndarray, e: float, factor: float | None = None) -> float:
     """Residual offset (dB, |d| <= e/4, rounded to 1e-4) that cancels the mean-intensity bias on a sample.
 
     ``l_orig`` and ``base`` are the valid pixels' L_dB and their base; the bias is measured with the
-    offset applied (two fixed-point rounds: the offset changes the bins it is measured on).
+    offset applied (fixed-point rounds: the offset changes the bins it is measured on). ``factor``:
+    an integer linear band's dB per decade, whose values are coded in integer cells (``cells_of``).
     """
     if not l_orig.size:
         return 0.0
     ref = float(l_orig.max())
     i_orig = float(np.sum(10.0 ** ((l_orig - ref) / 10.0)))
+    if factor is not None:
+        return _cell_offset(l_orig, e, factor)
     d = 0.0
     for _ in range(3):
         step = residual_step(e, d)
@@ -108,6 +143,25 @@ def bias_offset(l_orig: np.ndarray, base: np.ndarray, e: float) -> float:
             return 0.0
         d = float(np.clip(d + 10.0 * math.log10(i_orig / i_hat), -e / 4, e / 4))
     return round(d, 4)
+
+
+def _cell_offset(l_orig: np.ndarray, e: float, factor: float) -> float:
+    """The smallest offset of the integer cells whose mean-intensity bias on the sample is within
+    ``CELL_BIAS``, else the one of least bias: how the cells group integers changes in jumps as
+    they move, so the bias is measured at each candidate rather than followed to a fixed point."""
+    dn, count = np.unique(np.rint(10.0 ** (l_orig / factor)), return_counts=True)
+    power = factor / 10.0  # intensity is value**2 for amplitude, value for intensity
+    i_orig = float(np.sum(count * dn**power))
+    best, best_bias = 0.0, math.inf
+    for j in range(2 * CELL_OFFSETS + 1):  # 0, -1, +1, -2, +2, ... steps of E / (4 CELL_OFFSETS)
+        d = round(e / 4 * ((j + 1) // 2) / CELL_OFFSETS * (1 if j % 2 == 0 else -1), 4)
+        cells = cells_of(e, factor, d)
+        bias = abs(float(np.sum(count * cells.reps[cells.index(dn)].astype(np.float64) ** power)) / i_orig - 1.0)
+        if bias < best_bias:
+            best, best_bias = d, bias
+        if bias <= CELL_BIAS:
+            break
+    return best
 
 
 class OutputModel:
@@ -274,6 +328,115 @@ def reconstruct(base: np.ndarray, k: np.ndarray, offset_db: float, lattice: floa
     return out
 
 
-__all__: list[str] = ["BASE_STEP_DB", "BASE_STEP_POWER", "MAX_ERROR_DB", "MIN_ERROR_DB", "OutputModel", "ResidualGrid",
-                      "base_step", "bias_offset", "check_bound", "choose_residual", "decode_residual",
-                      "encode_residual", "pack", "reconstruct", "residual_grid", "residual_step", "unpack"]
+
+def code_residual(raw: np.ndarray, l_orig: np.ndarray, base: np.ndarray, valid: np.ndarray, coded: np.ndarray,
+                  e: float, out: OutputModel, offset_db: float, lattice: float | None
+                  ) -> tuple[bytes, np.ndarray, np.ndarray]:
+    """(residual record, decoded L_dB, exceptions) of one chunk whose base is ``base``.
+
+    ``coded``: the pixels the decoder knows carry a symbol (outside the chunk's nodata); ``valid``: the
+    pixels to hold within ``e``. Integer linear bands (``lattice`` = dB per decade) are coded in integer
+    cells, other bands in dB steps.
+    """
+    if lattice is not None:
+        return _code_cells(raw, base, valid, coded, e, out, lattice, offset_db)
+    grid = residual_grid(base, e, offset_db, None)
+    k, exceptions = choose_residual(raw, l_orig, base, valid, e, out, offset_db, None, grid)
+    return encode_residual(k, coded), reconstruct(base, k, offset_db, None, grid), exceptions
+
+
+def decode_residual_chunk(data: bytes, base: np.ndarray, coded: np.ndarray, e: float, offset_db: float,
+                          lattice: float | None) -> np.ndarray:
+    """L_dB of one chunk from its base and residual record (either format)."""
+    if lattice is not None and data[:1] == bytes([CELL_FORMAT]):
+        return _decode_cells(data, base, coded, e, lattice, offset_db)
+    grid = residual_grid(base, e, offset_db, lattice)
+    return reconstruct(base, decode_residual(data, coded, grid.mode), offset_db, lattice, grid)
+
+
+def cells_of(e: float, factor: float, offset_db: float = 0.0) -> dn_cells.DnCells:
+    """The integer cells of bound ``e`` (``factor`` dB per decade), with room for the float path's margin.
+
+    ``offset_db`` moves the representatives by shortening one side of every cell by ``2 |offset_db|``
+    (negative: the representatives sit lower in their cells), as the offset of the dB steps does.
+    """
+    full = dn_cells.cell_ratio(e, factor, 2 * MARGIN_DB)
+    short = dn_cells.cell_ratio(e, factor, 2 * MARGIN_DB + 2 * abs(offset_db))
+    return dn_cells.cells(short, full) if offset_db < 0 else dn_cells.cells(full, short)
+
+
+def _code_cells(raw: np.ndarray, base: np.ndarray, valid: np.ndarray, coded: np.ndarray, e: float,
+                out: OutputModel, factor: float, offset_db: float) -> tuple[bytes, np.ndarray, np.ndarray]:
+    cells = cells_of(e, factor, offset_db)
+    ref, tie, pbin, mirrored = dn_cells.reference_of(base, cells, factor)
+    last = len(cells) - 1
+    rep_db = dn_cells.rep_db(cells, factor)
+    own = np.where(valid, cells.index(np.where(valid, raw, 1)), ref)
+    sym = np.zeros(base.shape, np.int64)
+    ok = ~valid | tie
+    for dk in (0, -1, 1):  # the value's own cell, else a neighbour whose representative still holds
+        todo = ~ok
+        if not todo.any():
+            break
+        cell = np.clip(own[todo] + dk, 0, last)
+        vals, safe = out.values(rep_db[cell])
+        good = safe & (out.error_db(vals, raw[todo]) <= e - MARGIN_DB)
+        idx = np.flatnonzero(todo)[good]
+        sym.flat[idx] = cell[good] - ref.flat[idx]
+        ok.flat[idx] = True
+    exceptions = valid & (~ok | tie)
+    sym[exceptions] = 0
+    carry = coded & ~tie
+    s, rc, pb = np.where(mirrored, -sym, sym)[carry], ref[carry], pbin[carry]
+    column = np.clip(s, -dct_entropy.ESC, dct_entropy.ESC) + dct_entropy.ESC
+    scale = 0
+    if s.size:  # the scale of least bits (on every 4th symbol) among those next to the mean's
+        guess = int(dct_entropy.scale_index(np.array([max(float(np.mean(np.abs(s) / cells.ratio[rc])), 1e-9)]))[0])
+        few = slice(None, None, 4 if s.size > 4096 else 1)
+        bits = {c: float(dn_cells.table_bits()[dn_cells.table_index(cells, c)[rc[few]] + pb[few], column[few]].sum())
+                for c in range(max(guess - 1, 0), min(guess + 2, dct_entropy.N_SCALES))}
+        scale = min(bits, key=bits.__getitem__)
+    writer = dct_entropy._Writer()
+    if s.size:
+        writer.add_signed(s, dn_cells.table_index(cells, scale)[rc] + pb, dn_cells.table_models())
+    data = bytes([CELL_FORMAT, scale]) + writer.finish().astype("<u4", copy=False).tobytes()
+    return data, _cell_values(base, ref, sym, carry, cells, rep_db), exceptions
+
+
+def _cell_values(base: np.ndarray, ref: np.ndarray, sym: np.ndarray, carry: np.ndarray, cells: dn_cells.DnCells,
+                 rep_db: np.ndarray) -> np.ndarray:
+    cell = ref[carry] + sym[carry]
+    if cell.size and (cell.min() < 0 or cell.max() >= len(cells)):
+        raise ContainerError("the residual of an error-bounded chunk points outside the value range")
+    out = base.copy()
+    out[carry] = rep_db[cell]
+    return out
+
+
+def _decode_cells(data: bytes, base: np.ndarray, coded: np.ndarray, e: float, factor: float,
+                  offset_db: float) -> np.ndarray:
+    if len(data) < 2 or data[1] >= dct_entropy.N_SCALES or (len(data) - 2) % 4:
+        raise ContainerError("the residual of an error-bounded chunk is damaged")
+    cells = cells_of(e, factor, offset_db)
+    ref, tie, pbin, mirrored = dn_cells.reference_of(base, cells, factor)
+    carry = coded & ~tie
+    sym = np.zeros(base.shape, np.int64)
+    try:
+        reader = dct_entropy._Reader(np.frombuffer(data[2:], dtype="<u4").astype(np.uint32))
+        if carry.any():
+            q = reader.signed(dn_cells.table_index(cells, data[1])[ref[carry]] + pbin[carry], dn_cells.table_models())
+            sym[carry] = np.where(mirrored[carry], -q, q)
+        if not reader.coder.is_empty():
+            raise ContainerError("the residual of an error-bounded chunk has trailing data")
+    except ContainerError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - constriction raises plain errors on bad streams
+        raise ContainerError(f"the residual of an error-bounded chunk does not decode: {exc}") from None
+    return _cell_values(base, ref, sym, carry, cells, dn_cells.rep_db(cells, factor))
+
+
+__all__: list[str] = ["BASE_STEP_DB", "BASE_STEP_POWER", "CELL_BASE_STEP_DB", "CELL_BASE_STEP_POWER",
+                      "CELL_FORMAT", "MAX_ERROR_DB", "MIN_ERROR_DB", "OutputModel", "ResidualGrid", "base_step",
+                      "bias_offset", "cells_of", "check_bound", "choose_residual", "code_residual",
+                      "decode_residual", "decode_residual_chunk", "encode_residual", "pack", "reconstruct",
+                      "residual_grid", "residual_step", "unpack"]

@@ -138,7 +138,9 @@ def plan_band(ds, band: int, domain: Domain, nodata: float | None, model: DctMod
         picked.append((float(valid.mean()), np.where(valid, ldb, 0.0), valid))
     picked.sort(key=lambda t: -t[0])
     picked = [p for p in picked if p[0] > 0][:SAMPLE_CHUNKS]
-    step = model.step(quality) if max_error_db is None else bounded.base_step(max_error_db)
+    integer = dtype is not None and np.dtype(dtype).kind in "ui" and domain.is_linear
+    lattice = domain.log_factor if integer else None
+    step = model.step(quality) if max_error_db is None else bounded.base_step(max_error_db, lattice)
     sample = Sample([p[1] for p in picked], [p[2] for p in picked])
     block, trial = choose_block_params(sample, step, model.prior, dead_zone=DEAD_ZONE) if picked else (16, None)
     band_blocks = math.ceil(ds.height / block) * math.ceil(ds.width / block)
@@ -152,9 +154,8 @@ def plan_band(ds, band: int, domain: Domain, nodata: float | None, model: DctMod
         _, rec = encode_chunk(ldb, valid, coding, model)
         orig.append(ldb[valid])
         base.append(rec[valid])
-    offset = bounded.bias_offset(np.concatenate(orig), np.concatenate(base), max_error_db)
-    integer = dtype is not None and np.dtype(dtype).kind in "ui" and domain.is_linear
-    return BandCoding(params, step, max_error_db, offset, domain.log_factor if integer else None)
+    offset = bounded.bias_offset(np.concatenate(orig), np.concatenate(base), max_error_db, lattice)
+    return BandCoding(params, step, max_error_db, offset, lattice)
 
 
 def encode_chunk(ldb: np.ndarray, valid: np.ndarray, coding: BandCoding, model: DctModel):
@@ -180,12 +181,10 @@ def encode_bounded_chunk(raw: np.ndarray, ldb: np.ndarray, valid: np.ndarray, no
     base_bytes, base = encode_chunk(ldb, valid, coding, model)
     if base is None:
         base = np.zeros(ldb.shape)
-    d, lattice = coding.residual_offset_db, coding.lattice
-    grid = bounded.residual_grid(base, e, d, lattice)
-    k, exceptions = bounded.choose_residual(raw, ldb, base, valid, e, out, d, lattice, grid)
     coded = ~nodata if nodata is not None else np.ones(ldb.shape, bool)
-    data = bounded.pack(base_bytes, bounded.encode_residual(k, coded, grid.mode))
-    return data, (bounded.reconstruct(base, k, d, lattice, grid) if valid.any() else None), exceptions
+    residual, rec, exceptions = bounded.code_residual(raw, ldb, base, valid, coded, e, out,
+                                                      coding.residual_offset_db, coding.lattice)
+    return bounded.pack(base_bytes, residual), (rec if valid.any() else None), exceptions
 
 
 def decode_chunk(data: bytes, height: int, width: int, coding: BandCoding, model: DctModel,
@@ -200,9 +199,8 @@ def decode_chunk(data: bytes, height: int, width: int, coding: BandCoding, model
     base_bytes, residual = bounded.unpack(data)
     base = dct_entropy.decode_chunk(base_bytes, height, width, coding.step_db, coding.params, model.prior)
     coded = ~nodata if nodata is not None else np.ones((height, width), bool)
-    d, lattice = coding.residual_offset_db, coding.lattice
-    grid = bounded.residual_grid(base, coding.max_error_db, d, lattice)
-    return bounded.reconstruct(base, bounded.decode_residual(residual, coded, grid.mode), d, lattice, grid)
+    return bounded.decode_residual_chunk(residual, base, coded, coding.max_error_db, coding.residual_offset_db,
+                                         coding.lattice)
 
 
 class ChunkRowDecoder:
