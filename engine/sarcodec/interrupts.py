@@ -10,6 +10,11 @@ there:
   of ``tempfile.gettempdir``) after a SIGTERM: the user was told "no partial output was left".
 - **importing torch**: it runs Python callbacks inside pybind11 calls; an exception raised there
   reaches a C++ ``noexcept`` frame, which calls ``std::terminate`` (exit -6, a C++ message).
+- **waiting for a worker thread** (:func:`result`, :func:`waiting`): ``threading.Condition.wait`` is
+  Python code that releases and re-acquires its lock; an exception raised between those steps leaves
+  the lock released twice ("RuntimeError: release unlocked lock", an internal error instead of exit
+  130, seen in CI) or held, so that the worker can never hand over its result and the cleanup that
+  waits for it hangs (seen in CI too). The wait lasts one batch or chunk row.
 
 Inside :func:`deferred` the signal handler only records the signal (the cancel token is still set at
 once, so worker threads stop); the interrupt is raised when the outermost block ends, after the file
@@ -23,6 +28,10 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator
+from concurrent.futures import Future
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class _State:
@@ -55,6 +64,17 @@ def deferred() -> Iterator[None]:
             raise KeyboardInterrupt(name)
 
 
+def result(future: Future[T]) -> T:
+    """``future.result()``, with a signal held (and the cancel token already set) until it returns."""
+    with deferred():
+        return future.result()
+
+
+def waiting() -> contextlib.AbstractContextManager[None]:
+    """A block that waits on worker threads (``Executor.map``, ``concurrent.futures.wait``)."""
+    return deferred()
+
+
 def interrupt(name: str) -> None:
     """What a signal handler calls: raise ``KeyboardInterrupt(name)`` now, or when the current block ends."""
     if _STATE.depth:
@@ -68,4 +88,4 @@ def forget_pending() -> None:
     _STATE.pending = None
 
 
-__all__ = ["deferred", "forget_pending", "interrupt"]
+__all__ = ["deferred", "forget_pending", "interrupt", "result", "waiting"]

@@ -27,6 +27,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from . import interrupts
 from .blending import CosineWindow, RowBandAccumulator, WindowKind
 from .device import DeviceChoice, DevicePolicy, batch_from_memory, is_oom
 from .device_blending import DeviceRowBandAccumulator
@@ -386,7 +387,7 @@ def _run_tiled(
             future: Future | None = pool.submit(load, first) if first else None
             while future is not None:
                 check_cancelled(progress)
-                tiles, inputs, reasons = future.result()
+                tiles, inputs, reasons = interrupts.result(future)
                 following = next(batches, None)
                 future = pool.submit(load, following) if following else None  # read-ahead
 

@@ -69,3 +69,32 @@ def test_main_reports_a_plan_level_failure_after_a_signal_as_interrupted(monkeyp
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("sarcodec: ")
     assert ("interrupted" in err[0]) == signalled and ("internal error" in err[0]) != signalled
+
+
+def test_a_signal_while_waiting_for_a_worker_is_raised_after_the_wait(tmp_path):
+    """The signal arrives while the main thread is blocked in ``Future.result``: the worker still hands
+    over its result, the lock is left sane (a later wait returns), and the interrupt follows."""
+    import os
+    import signal
+    import time
+    from concurrent.futures import ThreadPoolExecutor, wait
+
+    from sarcodec import interrupts
+
+    cancel = CancelToken()
+
+    def work() -> str:
+        deadline = time.monotonic() + 2
+        while not interrupts._STATE.depth and time.monotonic() < deadline:  # main is inside the wait
+            time.sleep(0.01)
+        time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)  # lands on the main thread, blocked in the wait
+        time.sleep(0.2)
+        return "row"
+
+    with entry.interrupt_handlers(cancel), ThreadPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(work)
+        with pytest.raises(KeyboardInterrupt):
+            interrupts.result(future)
+        assert cancel.is_set() and future.done() and future.result() == "row"
+        assert wait([future], timeout=5).not_done == set()

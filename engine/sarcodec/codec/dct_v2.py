@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sarcodec import interrupts
 from sarcodec.codec import bounded, dct_entropy
 from sarcodec.codec.dct_entropy import BandParams
 from sarcodec.codec.dct_fit import Sample, choose_block_params, fit_band_params
@@ -245,7 +246,8 @@ class ChunkRowDecoder:
     def row(self, cr: int, cols: range | None = None) -> np.ndarray:
         """L_dB of chunk row ``cr`` (all columns, or the chunk columns ``cols``), float64."""
         cols = cols if cols is not None else range(self.cols)
-        parts = list(self.pool_map(lambda cc: self._one(cr, cc), cols))
+        with interrupts.waiting():
+            parts = list(self.pool_map(lambda cc: self._one(cr, cc), cols))
         return np.concatenate(parts, axis=1)
 
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .. import interrupts
 from ..progress import Progress, check_cancelled
 from . import bounded
 from .band_writer import BandWriter
@@ -108,7 +109,7 @@ def encode_band(plan: CompressPlan, ds, index: int, writer, progress: Progress, 
             r0 = cr * CHUNK_PX
             uncodable += int(unc.sum())
             for cc, future in enumerate(futures):
-                data, rec, exceptions = future.result()
+                data, rec, exceptions = interrupts.result(future)
                 c0 = cc * CHUNK_PX
                 sl = slice(c0, c0 + CHUNK_PX)
                 writer.add(index, cr, cc, "latent", data)
@@ -158,7 +159,7 @@ def decode_band(plan: DecodePlan, reader: ContainerReader, index: int, out, prog
     try:
         for k, cr in enumerate(chunk_rows):
             check_cancelled(progress)
-            ldb = pending.result()
+            ldb = interrupts.result(pending)
             pending = rows_pool.submit(src.row, chunk_rows[k + 1], cols) if k + 1 < len(chunk_rows) else None
             a, b = max(r0, cr * c), min(r1, cr * c + ldb.shape[0])
             writer.write_rows(a, normalised(ldb[a - cr * c : b - cr * c], writer.offset)[None], col0=cols.start * c)
@@ -167,5 +168,6 @@ def decode_band(plan: DecodePlan, reader: ContainerReader, index: int, out, prog
             progress.advance(1)
     finally:
         if pending is not None and not pending.cancel():
-            wait([pending])  # the reader stays open until the row being decoded is done with it
+            with interrupts.waiting():
+                wait([pending])  # the reader stays open until the row being decoded is done with it
     return BandDecodeReport()

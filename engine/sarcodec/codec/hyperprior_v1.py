@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from .. import interrupts
 from ..errors import ContainerError, UsageError
 from ..progress import Progress
 from ..raster_io import RasterSource, padded_read
@@ -154,7 +155,7 @@ class LatentChunkSink:
     def _wait(self) -> None:
         coding, self._coding = self._coding, None
         if coding is not None:
-            coding.result()
+            interrupts.result(coding)
 
     def _code_chunk_row(self, cr: int, y: np.ndarray, bad_windows: tuple[tuple[int, int, int, int], ...]) -> None:
         from rasterio.windows import Window
@@ -173,7 +174,8 @@ class LatentChunkSink:
         self.uncodable_pixels += int(uncodable.sum())
         chunks = [np.ascontiguousarray(y[:, :, cc * CHUNK : (cc + 1) * CHUNK]) for cc in range(self.chunk_cols)]
         # Chunks are independent: code them on a few threads (the float64 hyperprior releases the GIL).
-        coded = list(coding_pool().map(self.coder.encode_chunk, chunks))
+        with interrupts.waiting():
+            coded = list(coding_pool().map(self.coder.encode_chunk, chunks))
         for cc, (data, y_hat) in enumerate(coded):
             c0 = cc * CHUNK * STRIDE
             c1 = min(c0 + CHUNK * STRIDE, self.ds.width)
