@@ -211,6 +211,20 @@ def test_a_tag_too_large_for_the_header_fails_before_any_coding(tmp_path, monkey
     assert not [line for line in run.errors if "%" in line], run.errors  # not a single progress line
 
 
+def test_library_compress_refuses_a_tag_too_large_for_the_header_before_any_coding(tmp_path, monkeypatch):
+    # The same check for Python callers of the engine, who skip the CLI's early inspection.
+    from sarcodec.codec import encode
+    from sarcodec.codec.container import ContainerWriter
+    from sarcodec.codec.options import CompressOptions
+
+    scene = write_scene(tmp_path / "tagged.tif", speckled_scene(64, 64, seed=2), tags={"HISTORY": "x" * (17 << 20)})
+    monkeypatch.setattr(ContainerWriter, "add", lambda *a, **k: pytest.fail("a chunk was coded"))
+    before = listing(tmp_path)
+    with pytest.raises(InputFileError, match="tagged.tif: the raster's metadata .* too large for the container header"):
+        encode.compress_raster(scene, tmp_path / "tagged.npz", CompressOptions())
+    assert listing(tmp_path) == before
+
+
 @pytest.mark.parametrize("layout", [1, 2])
 def test_crafted_copy_of_a_valid_container_still_decodes(tmp_path, small_container, wide_container, layout):
     """Guards the helpers: the hostile cases above differ from a valid file only in what they change."""

@@ -30,6 +30,7 @@ from ..resources import default_model_path
 from . import bounded, dct_v2, dct_v2_bands, hyperprior_v1, model_store
 from .container import FORMAT_NAME, FORMAT_VERSION, ContainerWriter
 from .domains import Domain, detect_domain, nodata_mask_of
+from .header import check_header_budget
 from .hyperprior_v1 import CHUNK, CODEC_NAME, STRIDE, check_geometry, latent_coder
 from .options import BandEncoding, CompressOptions, CompressResult, DecompressOptions, RasterInfo
 from .quality import summarize_samples
@@ -110,6 +111,9 @@ def plan_compression(source: str | Path, options: CompressOptions) -> CompressPl
             warnings.append("the input already has a valid CRS: the CRS option is ignored")
         elif not has_valid_crs(meta):
             warnings.append(f"{source} has no valid CRS: the output will have none unless a CRS is given")
+        # Front ends check this right after inspecting the input; library callers get it here, still
+        # before any chunk is coded (the header is assembled at the end, see check_header_budget).
+        check_header_budget(meta, ds.count, Path(str(source)).name)
         nodatas = nodata_values(meta, ds.count)
         try:
             domain = detect_domain(info.dtype, _sample_values(ds, 1, nodatas[0]), ds.tags(), options.domain)
