@@ -159,3 +159,42 @@ def test_range_convention_and_band_choice(write_geotiff, tmp_path):
     assert abs(y[0, 20:60, 20:60].mean() / arr[2, 20:60, 20:60].mean() - 1) < 0.05
     with pytest.raises(UsageError, match="bands 1..3"):
         infer_raster(model, src, tmp_path / "x.tif", InferOptions(bands=[4, 1]))
+
+
+class _FullDisk:
+    """A dataset whose writes fail as GDAL's do on a full disk; everything else passes through."""
+
+    def __init__(self, ds) -> None:
+        self._ds = ds
+
+    def write(self, *args, **kwargs):
+        raise rasterio.errors.RasterioIOError("Free disk space available is 0 bytes, whereas 1048576 are needed")
+
+    def __getattr__(self, name):
+        return getattr(self._ds, name)
+
+
+def test_a_write_failing_behind_the_model_is_one_line_and_leaves_nothing(scene, tmp_path, monkeypatch):
+    """Rows are written on a worker thread while the model runs: its error stops the run the same way."""
+    import threading
+
+    from sarcodec.errors import InputFileError
+    from sarcodec.raster_io import GeoTiffSink
+
+    threads = []
+    write_rows = GeoTiffSink.write_rows
+
+    def failing(self, row0, block, valid=None, indexes=None):
+        threads.append(threading.current_thread().name)
+        if len(threads) == 3:
+            self.ds = _FullDisk(self.ds)
+        return write_rows(self, row0, block, valid, indexes)
+
+    monkeypatch.setattr(GeoTiffSink, "write_rows", failing)
+    model = onnx_file(Bilinear2(), tmp_path / "m.onnx")
+    out = tmp_path / "o.tif"
+    with pytest.raises(InputFileError, match="cannot write .*o.tif: Free disk space") as exc:
+        infer_raster(model, scene, out, InferOptions(tile_size=64, overlap=16, batch_size=2))
+    assert "\n" not in str(exc.value) and not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "scene.tif"]
+    assert len(threads) == 3 and all(t.startswith("sarcodec-write") for t in threads)

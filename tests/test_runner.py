@@ -253,3 +253,57 @@ def test_shards_of_output_rows_reassemble_the_full_run(img, cuts):
         assert all(a <= r0 and r0 + n <= b for r0, n in sink.writes)
         parts.array[:, a:b] = sink.array[:, a:b]
     np.testing.assert_array_equal(parts.array, full.array)
+
+
+@pytest.mark.parametrize("window", ["cosine", "partition"])
+def test_write_behind_gives_the_same_rows_warnings_and_weights(img, window):
+    """``sarcodec infer``'s write-behind: batches finished on a worker thread, every value the same."""
+    net, _ = make_net(2)
+    bad = img.copy()
+    bad[10, 10] = np.nan
+    runs = []
+    for behind in (False, True):
+        progress, weights = NullProgress(), ArraySink(1, 1400, 1800)
+        sink, report = run(net, bad, scale=2, window=window, batch=3, progress=progress, write_behind=behind,
+                           weight_sink=weights if window == "cosine" else None)
+        assert sink.closed and not sink.aborted and progress.done == report.tiles
+        runs.append((sink, weights, report.bad_tiles, progress.warnings))
+    (a, wa, bad_a, warn_a), (b, wb, bad_b, warn_b) = runs
+    np.testing.assert_array_equal(b.array, a.array)
+    np.testing.assert_array_equal(wb.array, wa.array)
+    assert a.writes == b.writes and bad_a == bad_b and warn_a == warn_b and len(warn_a) == 1
+
+
+class FailingSink(ArraySink):
+    """Fails on its ``fail_at``-th row band, on whatever thread writes; records the writing threads."""
+
+    def __init__(self, *args, fail_at: int, **kw) -> None:
+        super().__init__(*args, **kw)
+        self.fail_at = fail_at
+        self.threads: set[str] = set()
+
+    def write_rows(self, row0, block, valid=None):
+        import threading
+
+        self.threads.add(threading.current_thread().name)
+        if len(self.writes) == self.fail_at:
+            raise OSError("No space left on device")
+        super().write_rows(row0, block, valid)
+
+    def abort(self) -> None:
+        assert len(self.writes) == self.fail_at  # the writer has stopped: nothing lands after the abort
+        super().abort()
+
+
+@pytest.mark.parametrize("fail_at", [0, 2, 4])
+def test_a_write_behind_error_is_raised_as_it_is_and_the_sink_aborted(img, fail_at):
+    net, _ = make_net(2)
+    model = TileModel(net, scale=2)
+    sink = FailingSink(1, 1400, 1800, fail_at=fail_at)
+    progress = NullProgress()
+    with pytest.raises(OSError, match="^No space left on device$"):
+        run_tiled(model, ArraySource(img), sink, policy=DevicePolicy("cpu", batch_size=2), tile_size=64,
+                  overlap=16, window="partition", progress=progress, write_behind=True)
+    assert sink.aborted and not sink.closed
+    assert all(name.startswith("sarcodec-write") for name in sink.threads)
+    assert progress.done < progress.total

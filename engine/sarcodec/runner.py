@@ -4,7 +4,8 @@
 of tiles in a background thread while the current batch computes, blends overlapping outputs in a
 row band, writes rows as soon as no later tile can touch them, and hands tiles with non-finite or
 extreme values to a caller-supplied fallback instead of failing the run. Memory depends on tile
-size, batch and scene width, never on scene height.
+size, batch and scene width, never on scene height. With ``write_behind`` (``sarcodec infer``) a
+batch's output check, blending and writing run on one more thread while the next batch computes.
 
 On CUDA a batch stays on the device from the model to the blended rows (issue 15): its inputs go up
 from one reused pinned buffer, the bad-tile check runs there and returns a flag and a peak per tile,
@@ -300,6 +301,7 @@ def run_tiled(
     order: TileOrder = "grid",
     seed: int = 0,
     out_rows: tuple[int, int] | None = None,
+    write_behind: bool = False,
 ) -> RunReport:
     """Run ``model`` over ``source`` tile by tile and stream the blended result into ``sink``.
 
@@ -307,11 +309,17 @@ def run_tiled(
     on success and aborted on any error or cancel, so no partial output survives. ``out_rows``
     restricts the run to a band of output rows (a torchrun rank's shard): only the tiles touching
     it run, and only its rows reach the sink, with values identical to those of a full run.
+
+    ``write_behind`` (host path only): each batch is finished (output check, fallback, blending,
+    ``write_rows``, ``source.valid_mask``) on one worker thread while the next batch runs through the
+    model, with the same values in the same order. The caller's sinks, fallback and ``source`` must
+    then bear a second thread (``sarcodec infer``: a ``GeoTiffSink`` and a ``SerialReads`` source).
+    An error there is raised here, as it is, at the next batch or at the end.
     """
     with bounded_gdal_cache():
         return _run_tiled(model, source, sink, tile_size=tile_size, overlap=overlap, window=window, policy=policy,
                           progress=progress, fallback=fallback, weight_sink=weight_sink, max_abs=max_abs,
-                          order=order, seed=seed, out_rows=out_rows)
+                          order=order, seed=seed, out_rows=out_rows, write_behind=write_behind)
 
 
 def _run_tiled(
@@ -330,6 +338,7 @@ def _run_tiled(
     order: TileOrder,
     seed: int,
     out_rows: tuple[int, int] | None,
+    write_behind: bool,
 ) -> RunReport:
     t0 = time.monotonic()
     progress = progress or NullProgress()
@@ -382,54 +391,93 @@ def _run_tiled(
         batches = _tile_batches(grid, tile_rows, sizer, order, seed)
         outputs: dict[int, np.ndarray | torch.Tensor] = {}
         next_index = tile_rows.start * grid.cols
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sarcodec-read") as pool:
-            first = next(batches, None)
-            future: Future | None = pool.submit(load, first) if first else None
-            while future is not None:
-                check_cancelled(progress)
-                tiles, inputs, reasons = interrupts.result(future)
-                following = next(batches, None)
-                future = pool.submit(load, following) if following else None  # read-ahead
 
-                good = [i for i, r in enumerate(reasons) if r is None]
-                results: list[np.ndarray | torch.Tensor | None] = [None] * len(tiles)
-                if good:
-                    tm = time.monotonic()
-                    out = executor.run(inputs[good] if len(good) < len(tiles) else inputs)
-                    if on_device:  # the check waits for the device: the model's time ends there
-                        out_reasons = _bad_tiles_on_device(out, max_abs)
+        def finish(tiles: list[Tile], inputs: np.ndarray, reasons: list[str | None], good: list[int],
+                   out: np.ndarray | torch.Tensor | None, out_reasons: list[str | None] | None) -> list[str]:
+            """Everything after the model: output check, fallbacks, blending, finished rows to the sinks.
+
+            Returns the warnings to show (the caller's thread shows them: progress is not thread-safe).
+            """
+            nonlocal next_index
+            warnings: list[str] = []
+            results: list[np.ndarray | torch.Tensor | None] = [None] * len(tiles)
+            if out is not None:
+                if out_reasons is None:
+                    out_reasons = _bad_tiles(out, max_abs)
+                for k, i in enumerate(good):
+                    results[i] = out[k]
+                    if out_reasons[k] is not None:
+                        reasons[i] = f"model output has {out_reasons[k]}"
+            for i, tile in enumerate(tiles):
+                if reasons[i] is not None:
+                    report.bad_tiles.append((tile.index, reasons[i]))
+                    warnings.append(f"tile {tile.index}: {reasons[i]}; handed to the fallback")
+                    results[i] = fallback(tile, inputs[i], reasons[i])
+                outputs[tile.index] = results[i]
+
+            # Commit in grid order: float sums then do not depend on batch composition.
+            while next_index in outputs:
+                tile_row, tile_col = divmod(next_index, grid.cols)
+                acc.add(grid.tile(tile_row, tile_col), outputs.pop(next_index))
+                next_index += 1
+                if tile_col == grid.cols - 1:
+                    end = min(grid.rows_final_after(tile_row), last_row)
+                    row0, blended, weight = acc.pop_rows(end)
+                    if row0 < first_row:  # rows of the previous shard: context only
+                        cut = min(first_row - row0, blended.shape[1])
+                        row0, blended = row0 + cut, blended[:, cut:]
+                        weight = None if weight is None else weight[cut:]
+                    if blended.shape[1]:
+                        sink.write_rows(row0, blended, _valid_rows(source, grid, row0, end))
+                        if weight_sink is not None and weight is not None:
+                            weight_sink.write_rows(row0, weight[None], None)
+            return warnings
+
+        # Write-behind (host path, when the caller's sinks and source allow another thread): the
+        # finishing of batch k runs on one worker thread while this one runs batch k+1 through the
+        # model. At most one batch is being finished; its error surfaces here at the next hand-off.
+        behind = write_behind and not on_device
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sarcodec-read") as pool, \
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="sarcodec-write") as writer:
+            finishing: tuple[Future, int] | None = None
+
+            def handed_off() -> None:
+                nonlocal finishing
+                if finishing is not None:
+                    done, n = finishing
+                    finishing = None
+                    for message in interrupts.result(done):
+                        progress.warn(message)
+                    progress.advance(n)
+
+            try:
+                first = next(batches, None)
+                future: Future | None = pool.submit(load, first) if first else None
+                while future is not None:
+                    check_cancelled(progress)
+                    tiles, inputs, reasons = interrupts.result(future)
+                    following = next(batches, None)
+                    future = pool.submit(load, following) if following else None  # read-ahead
+
+                    good = [i for i, r in enumerate(reasons) if r is None]
+                    out, out_reasons = None, None
+                    if good:
+                        tm = time.monotonic()
+                        out = executor.run(inputs[good] if len(good) < len(tiles) else inputs)
+                        if on_device:  # the check waits for the device: the model's time ends there
+                            out_reasons = _bad_tiles_on_device(out, max_abs)
                         report.model_seconds += time.monotonic() - tm
+                    if behind:
+                        handed_off()
+                        finishing = writer.submit(finish, tiles, inputs, reasons, good, out, out_reasons), len(tiles)
                     else:
-                        report.model_seconds += time.monotonic() - tm
-                        out_reasons = _bad_tiles(out, max_abs)
-                    for k, i in enumerate(good):
-                        results[i] = out[k]
-                        if out_reasons[k] is not None:
-                            reasons[i] = f"model output has {out_reasons[k]}"
-                for i, tile in enumerate(tiles):
-                    if reasons[i] is not None:
-                        report.bad_tiles.append((tile.index, reasons[i]))
-                        progress.warn(f"tile {tile.index}: {reasons[i]}; handed to the fallback")
-                        results[i] = fallback(tile, inputs[i], reasons[i])
-                    outputs[tile.index] = results[i]
-
-                # Commit in grid order: float sums then do not depend on batch composition.
-                while next_index in outputs:
-                    tile_row, tile_col = divmod(next_index, grid.cols)
-                    acc.add(grid.tile(tile_row, tile_col), outputs.pop(next_index))
-                    next_index += 1
-                    if tile_col == grid.cols - 1:
-                        end = min(grid.rows_final_after(tile_row), last_row)
-                        row0, blended, weight = acc.pop_rows(end)
-                        if row0 < first_row:  # rows of the previous shard: context only
-                            cut = min(first_row - row0, blended.shape[1])
-                            row0, blended = row0 + cut, blended[:, cut:]
-                            weight = None if weight is None else weight[cut:]
-                        if blended.shape[1]:
-                            sink.write_rows(row0, blended, _valid_rows(source, grid, row0, end))
-                            if weight_sink is not None and weight is not None:
-                                weight_sink.write_rows(row0, weight[None], None)
-                progress.advance(len(tiles))
+                        for message in finish(tiles, inputs, reasons, good, out, out_reasons):
+                            progress.warn(message)
+                        progress.advance(len(tiles))
+                handed_off()
+            except BaseException:
+                writer.shutdown(wait=True, cancel_futures=True)  # the sinks are aborted after the writer stops
+                raise
             report.tiles = n_tiles
         for s in sinks:
             s.close()

@@ -290,7 +290,8 @@ def infer_raster(model_path: str | Path, source: str | Path, destination: str | 
                                fill=plan.fill)
             policy = DevicePolicy(engine_device(plan, options.device), options.batch_size)
             report = run_tiled(tile_model(plan), src, _ValueSink(out, plan), tile_size=options.tile_size,
-                               overlap=options.overlap, window="partition", policy=policy, progress=progress)
+                               overlap=options.overlap, window="partition", policy=policy, progress=progress,
+                               write_behind=True)
     except BaseException:
         out.abort()
         raise
