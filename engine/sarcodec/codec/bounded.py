@@ -89,6 +89,8 @@ CELL_FORMAT = 2
 CELL_OFFSETS = 10
 CELL_BIAS = 0.001
 _LEN = struct.Struct("<I")
+#: How a damaged residual is named in errors (the base chunk says "v2 chunk").
+RESIDUAL_WHAT = "the residual of an error-bounded chunk"
 _CANDIDATES = (0, -1, 1, -2, 2)
 
 
@@ -287,21 +289,14 @@ def decode_residual(data: bytes, coded: np.ndarray, mode: np.ndarray | None = No
     """Residual symbols (0 where not coded) of a chunk: the inverse of :func:`encode_residual`."""
     if len(data) < 3 or data[0] != RESIDUAL_FORMAT or max(data[1], data[2]) >= dct_entropy.N_SCALES \
             or (len(data) - 3) % 4:
-        raise ContainerError("the residual of an error-bounded chunk is damaged")
+        raise ContainerError(f"{RESIDUAL_WHAT} is damaged")
     mode = np.zeros(coded.shape, bool) if mode is None else mode
     k = np.zeros(coded.shape, dtype=np.int64)
-    try:
-        reader = dct_entropy._Reader(np.frombuffer(data[3:], dtype="<u4").astype(np.uint32))
+    with dct_entropy.ans_reader(data[3:], RESIDUAL_WHAT) as reader:
         for group, idx in ((coded & ~mode, data[1]), (coded & mode, data[2])):
             n = int(group.sum())
             if n:
                 k[group] = reader.signed(np.full(n, idx), dct_entropy._models(0))
-        if not reader.coder.is_empty():
-            raise ContainerError("the residual of an error-bounded chunk has trailing data")
-    except ContainerError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - constriction raises plain errors on bad streams
-        raise ContainerError(f"the residual of an error-bounded chunk does not decode: {exc}") from None
     return k
 
 
@@ -416,22 +411,15 @@ def _cell_values(base: np.ndarray, ref: np.ndarray, sym: np.ndarray, carry: np.n
 def _decode_cells(data: bytes, base: np.ndarray, coded: np.ndarray, e: float, factor: float,
                   offset_db: float) -> np.ndarray:
     if len(data) < 2 or data[1] >= dct_entropy.N_SCALES or (len(data) - 2) % 4:
-        raise ContainerError("the residual of an error-bounded chunk is damaged")
+        raise ContainerError(f"{RESIDUAL_WHAT} is damaged")
     cells = cells_of(e, factor, offset_db)
     ref, tie, pbin, mirrored = dn_cells.reference_of(base, cells, factor)
     carry = coded & ~tie
     sym = np.zeros(base.shape, np.int64)
-    try:
-        reader = dct_entropy._Reader(np.frombuffer(data[2:], dtype="<u4").astype(np.uint32))
+    with dct_entropy.ans_reader(data[2:], RESIDUAL_WHAT) as reader:
         if carry.any():
             q = reader.signed(dn_cells.table_index(cells, data[1])[ref[carry]] + pbin[carry], dn_cells.table_models())
             sym[carry] = np.where(mirrored[carry], -q, q)
-        if not reader.coder.is_empty():
-            raise ContainerError("the residual of an error-bounded chunk has trailing data")
-    except ContainerError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - constriction raises plain errors on bad streams
-        raise ContainerError(f"the residual of an error-bounded chunk does not decode: {exc}") from None
     return _cell_values(base, ref, sym, carry, cells, dn_cells.rep_db(cells, factor))
 
 

@@ -66,9 +66,11 @@ Two bytes of framing per chunk: on a 64 x 64 chip every byte is 0.002 bpp.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import struct
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import constriction
@@ -533,6 +535,25 @@ class _Reader:
         return q
 
 
+@contextlib.contextmanager
+def ans_reader(words: bytes, what: str) -> Iterator[_Reader]:
+    """A reader over the little-endian ANS words of one coded block named ``what``.
+
+    Every way a damaged block shows up while the body decodes (constriction raises plain errors on
+    bad streams) and words left over afterwards become one ``ContainerError``: a damaged file is
+    reported, never a traceback, and ``--salvage`` can mark the chunk and go on.
+    """
+    try:
+        reader = _Reader(np.frombuffer(words, dtype="<u4").astype(np.uint32))
+        yield reader
+        if not reader.coder.is_empty():
+            raise ContainerError(f"{what} has trailing data (wrong size or damaged)")
+    except ContainerError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - constriction raises plain errors on bad streams
+        raise ContainerError(f"{what} does not decode: {type(exc).__name__}: {exc}") from exc
+
+
 def chunk_blocks(height: int, width: int, block: int) -> tuple[int, int]:
     """Blocks per column and row of a ``height x width`` chunk."""
     return -(-height // block), -(-width // block)
@@ -605,8 +626,7 @@ def decode_symbols(data: bytes, height: int, width: int, step: float, params: Ba
     nbh, nbw = chunk_blocks(height, width, block)
     q = np.zeros((geo.k_n, nbh, nbw), dtype=np.int64)
     sidx = np.zeros(q.shape, dtype=np.int64)
-    try:
-        reader = _Reader(np.frombuffer(words_b, dtype="<u4").astype(np.uint32))
+    with ans_reader(words_b, "v2 chunk") as reader:
         d = reader.signed(np.full(nbh * nbw, dc_idx), _models(0)).reshape(nbh, nbw)
         q[0] = _dc_undo(d)
         models = _models(params.dz_centi)
@@ -618,12 +638,6 @@ def decode_symbols(data: bytes, height: int, width: int, step: float, params: Ba
             q[ks] = qt
             sidx[ks] = idx
             ctx.update(t, qt)
-        if not reader.coder.is_empty():
-            raise ContainerError("v2 chunk has trailing data (wrong size or damaged)")
-    except ContainerError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - constriction raises plain errors on bad streams
-        raise ContainerError(f"v2 chunk does not decode: {type(exc).__name__}: {exc}") from exc
     return q, sidx
 
 
