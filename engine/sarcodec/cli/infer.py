@@ -38,6 +38,7 @@ from .run import (
     messages_stream,
     refuse_stdio_under_torchrun,
     run_each,
+    run_inputs,
     torchrun_rank,
     unreported_warnings,
 )
@@ -158,7 +159,7 @@ def run_infer(args: argparse.Namespace, cancel: CancelToken) -> int:
     check_device(args)
     ctx = RunContext(args, cancel, messages_stream(jobs))
     _check_model(model_path, args)
-    ctx.inputs = [s for j in jobs for s in (j.source, j.origin) if s and s != STDIO] + [str(model_path)]
+    ctx.inputs = run_inputs(ctx, jobs, model_path)
     return run_each(ctx, jobs, _infer_one)
 
 

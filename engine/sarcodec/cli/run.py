@@ -41,10 +41,13 @@ class RunContext:
     inputs: list[str] = field(default_factory=list)  # every file the run reads: no output may replace one
 
 
-def run_inputs(ctx: RunContext, jobs: Sequence[Job]) -> list[str]:
-    """The files this run reads: each input (and the product it came from) and the model checkpoint."""
+def run_inputs(ctx: RunContext, jobs: Sequence[Job], model: str | os.PathLike[str] | None = None) -> list[str]:
+    """The files this run reads: each input (and the product it came from) and the model file
+    (``model``, else the codec checkpoint the run uses)."""
     files = [s for j in jobs for s in (j.source, j.origin) if s and s != STDIO]
-    files.append(str(ctx.model.path if ctx.model is not None else resolve_model(ctx)))
+    if model is None:
+        model = ctx.model.path if ctx.model is not None else resolve_model(ctx)
+    files.append(str(model))
     return files
 
 
