@@ -77,6 +77,15 @@ class CosineWindow:
         return w
 
 
+def output_span(grid: TileGrid, tile: Tile, row0: int) -> tuple[int, int, int, int]:
+    """Output rows and columns ``(y0, y1, x0, x1)`` a tile covers, clipped to the raster, for an
+    accumulator whose open rows start at ``row0`` (RuntimeError if the tile's rows were flushed)."""
+    oy0, ox0 = tile.row.out_start, tile.col.out_start
+    if oy0 < row0:
+        raise RuntimeError("tile added after its rows were flushed")
+    return oy0, min(oy0 + tile.row.out_size, grid.out_height), ox0, min(ox0 + tile.col.out_size, grid.out_width)
+
+
 class RowBandAccumulator:
     """Weighted sums for the output rows that still receive contributions.
 
@@ -107,12 +116,7 @@ class RowBandAccumulator:
 
     def add(self, tile: Tile, output: np.ndarray) -> None:
         """Add one tile's output (C, out_h, out_w); parts past the raster end are dropped."""
-        g = self.grid
-        oy0, ox0 = tile.row.out_start, tile.col.out_start
-        oy1 = min(oy0 + tile.row.out_size, g.out_height)
-        ox1 = min(ox0 + tile.col.out_size, g.out_width)
-        if oy0 < self.row0:
-            raise RuntimeError("tile added after its rows were flushed")
+        oy0, oy1, ox0, ox1 = output_span(self.grid, tile, self.row0)
         self._ensure(oy1)
         w = self.window.weights(tile)[: oy1 - oy0, : ox1 - ox0]
         r0, r1 = oy0 - self.row0, oy1 - self.row0

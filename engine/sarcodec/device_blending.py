@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .blending import CosineWindow
+from .blending import CosineWindow, output_span
 from .tiling import Tile, TileGrid
 
 
@@ -68,12 +68,7 @@ class DeviceRowBandAccumulator:
     @torch.inference_mode()
     def add(self, tile: Tile, output: torch.Tensor | np.ndarray) -> None:
         """Add one tile's output (C, out_h, out_w), a device tensor or a host array (a fallback's)."""
-        g = self.grid
-        oy0, ox0 = tile.row.out_start, tile.col.out_start
-        oy1 = min(oy0 + tile.row.out_size, g.out_height)
-        ox1 = min(ox0 + tile.col.out_size, g.out_width)
-        if oy0 < self.row0:
-            raise RuntimeError("tile added after its rows were flushed")
+        oy0, oy1, ox0, ox1 = output_span(self.grid, tile, self.row0)
         self._ensure(oy1)
         out = torch.as_tensor(output, device=self.device)
         w = self._weights(tile)[: oy1 - oy0, : ox1 - ox0]
